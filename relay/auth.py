@@ -1,0 +1,89 @@
+"""Relay client secrets: short-lived tokens a browser uses instead of any OpenAI key.
+
+They look like OpenAI's ephemeral keys (``ek_`` + 32 hex) because OpenAI's JS SDK
+refuses other keys in a browser. Each carries the session config the app backend
+asked for; the relay mints the real OpenAI ephemeral key only when a call starts."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Secret
+from .errors import Unauthorized
+
+
+@dataclass(frozen=True)
+class ClientSecret:
+    value: str
+    expires_at: int
+    session: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, and with what session config (from their client secret)."""
+
+    kind: str  # "client_secret" | "api_key" | "open"
+    session: dict[str, Any]
+
+
+class ClientSecretStore:
+    """In-memory, expiring store of the client secrets this process minted."""
+
+    def __init__(self, max_secrets: int = 100_000) -> None:
+        self._secrets: dict[str, ClientSecret] = {}
+        self._max = max_secrets
+
+    def mint(self, session: dict[str, Any], ttl_secs: int) -> ClientSecret:
+        self._sweep()
+        if len(self._secrets) >= self._max:
+            raise Unauthorized("Too many live client secrets; try again later.", code="rate_limit")
+        secret = ClientSecret(
+            value="ek_" + secrets.token_hex(16),
+            expires_at=int(time.time()) + ttl_secs,
+            session=session,
+        )
+        self._secrets[secret.value] = secret
+        return secret
+
+    def lookup(self, value: str) -> ClientSecret | None:
+        secret = self._secrets.get(value)
+        if secret is None:
+            return None
+        if secret.expires_at <= time.time():
+            del self._secrets[value]
+            return None
+        return secret
+
+    def _sweep(self) -> None:
+        now = time.time()
+        for value in [v for v, s in self._secrets.items() if s.expires_at <= now]:
+            del self._secrets[value]
+
+    def __len__(self) -> int:
+        return len(self._secrets)
+
+
+def bearer_token(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def same_secret(given: str, expected: Secret | None) -> bool:
+    """Constant-time comparison with a configured secret."""
+    return expected is not None and hmac.compare_digest(given.encode(), expected.value.encode())
+
+
+def describe_token(token: str) -> str:
+    """A token as it may appear in an error message: never more than its ends."""
+    if len(token) <= 8:
+        return "***"
+    return f"{token[:3]}***{token[-2:]}"

@@ -1,0 +1,363 @@
+"""One relayed call: it owns both peer connections, their tracks and its tasks.
+
+Set-up order (DESIGN §2): check the offer, create the caller PC, open the upstream
+PC with its own offer (the data channel created before it), mint the OpenAI key while
+ICE gathers, post the offer to OpenAI, wait until the upstream leg is connected, and
+only then answer the browser. Any failure closes whatever was made and re-raises.
+
+``close()`` is idempotent and awaited by whoever ends the call (hangup, a leg that
+fails or closes, the media watchdog, the upstream session ending, shutdown)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import numpy as np
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from av import AudioFrame
+
+from . import aiortc_patches
+from .config import Settings
+from .errors import InvalidOffer, RelayError, UpstreamError, UpstreamTimeout
+from .events import EventBridge
+from .media.denoise import Denoiser
+from .media.tracks import PacketForwardTrack, UplinkTrack
+from .media.uplink import CallerAudio
+from .taps import CallObserver, Direction, Leg
+from .upstream.openai import OpenAIConnector
+
+logger = logging.getLogger(__name__)
+
+TRANSCRIPT_EVENTS = {
+    "conversation.item.input_audio_transcription.completed": ("user", "transcript"),
+    "response.output_audio_transcript.done": ("agent", "transcript"),
+    "response.audio_transcript.done": ("agent", "transcript"),
+    "response.output_text.done": ("agent", "text"),
+    "response.text.done": ("agent", "text"),
+}
+
+
+def new_call_id() -> str:
+    return "rtc_" + secrets.token_hex(16)
+
+
+@dataclass
+class CallRequest:
+    """What the HTTP layer hands over: a checked offer and the session config."""
+
+    offer_sdp: str
+    session: dict[str, Any]
+    user_agent: str = ""
+    record: bool = False
+
+
+@dataclass
+class CallTimings:
+    created_at: float = field(default_factory=time.time)
+    setup_started: float = field(default_factory=time.monotonic)
+    upstream_seconds: float | None = None
+    setup_seconds: float | None = None
+    ended_at: float | None = None
+
+
+class Call:
+    """A browser <-> relay <-> OpenAI call."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        connector: OpenAIConnector,
+        denoiser: Denoiser,
+        observers: list[CallObserver],
+        on_closed: Callable[[Call], None],
+    ) -> None:
+        self.id = new_call_id()
+        self._settings = settings
+        self._connector = connector
+        self._denoiser = denoiser
+        self._observers = list(observers)
+        self._on_closed = on_closed
+        self.state = "setting_up"
+        self.outcome: str | None = None
+        self.model = ""
+        self.user_agent = ""
+        self.upstream_call_id: str | None = None
+        self.timings = CallTimings()
+        self.transcripts: list[dict[str, Any]] = []
+        self.caller_pc = RTCPeerConnection(self._rtc_config(bundle=False))
+        self.upstream_pc = RTCPeerConnection(self._rtc_config(bundle=True))
+        self.uplink = UplinkTrack()
+        self.downlink = PacketForwardTrack()
+        self.bridge = EventBridge(self._tap_event, max_event_bytes=settings.max_event_bytes)
+        self._caller_audio: CallerAudio | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = asyncio.Event()
+        self._closing = False
+        self._upstream_connected = asyncio.Event()
+        self._speech_stopped_at: float | None = None
+        self.agent_response_latencies: list[float] = []
+        self._log = logging.LoggerAdapter(logger, {"call_id": self.id})
+
+    # -- read-only view (relay.taps.CallView) ---------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "outcome": self.outcome,
+            "model": self.model,
+            "dialect": self._connector.dialect,
+            "user_agent": self.user_agent,
+            "upstream_call_id": self.upstream_call_id,
+            "created_at": self.timings.created_at,
+            "ended_at": self.timings.ended_at,
+            "setup_seconds": self.timings.setup_seconds,
+            "legs": {
+                "caller": self._leg_snapshot(self.caller_pc),
+                "upstream": self._leg_snapshot(self.upstream_pc),
+            },
+            "audio": {
+                "caller_frames_in": self._caller_audio.frames_in if self._caller_audio else 0,
+                "caller_frames_out": self.uplink.frames_sent,
+                "caller_frames_dropped": self.uplink.dropped,
+                "agent_packets_in": self.downlink.packets_in,
+                "agent_packets_out": self.downlink.packets_sent,
+                "agent_packets_dropped": self.downlink.dropped,
+            },
+            "events": {
+                "to_upstream": self.bridge.upstream.sent,
+                "to_caller": self.bridge.caller.sent,
+                "rejected": self.bridge.rejected,
+            },
+            "transcripts": list(self.transcripts),
+        }
+
+    @staticmethod
+    def _leg_snapshot(pc: RTCPeerConnection) -> dict[str, Any]:
+        return {
+            "connection_state": pc.connectionState,
+            "ice_connection_state": pc.iceConnectionState,
+            "selected_pair": aiortc_patches.selected_pair(pc),
+        }
+
+    # -- set-up ----------------------------------------------------------------------
+
+    async def start(self, request: CallRequest) -> str:
+        """Set the call up and return the SDP answer for the browser."""
+        self.model = str(request.session.get("model") or self._settings.openai_model)
+        self.user_agent = request.user_agent
+        try:
+            await self._accept_caller_offer(request.offer_sdp)
+            await self._open_upstream(request.session)
+            answer = await self._answer_caller()
+        except BaseException as exc:
+            outcome = exc.code if isinstance(exc, RelayError) and exc.code else "setup_failed"
+            await self.close(outcome or "setup_failed", notify=False)
+            raise
+        self.timings.setup_seconds = time.monotonic() - self.timings.setup_started
+        self.state = "active"
+        for observer in self._observers:
+            observer.call_started(self)
+        self._spawn(self._watch_caller_media())
+        self._log.info("call %s set up in %.0f ms", self.id, self.timings.setup_seconds * 1000)
+        return answer
+
+    async def _accept_caller_offer(self, offer_sdp: str) -> None:
+        pc = self.caller_pc
+        pc.on("track", self._on_caller_track)
+        pc.on("datachannel", self.bridge.attach_caller)
+        pc.on("connectionstatechange", lambda: self._on_leg_state("caller", pc))
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        except (ValueError, AssertionError, KeyError, IndexError) as exc:
+            raise InvalidOffer(f"Invalid SDP offer: {exc}", param="sdp") from None
+
+    async def _open_upstream(self, session: dict[str, Any]) -> None:
+        started = time.monotonic()
+        pc = self.upstream_pc
+        transceiver = pc.addTransceiver(self.uplink, direction="sendrecv")
+        agent_buffer = aiortc_patches.audio_buffer_of(transceiver.receiver)
+        agent_buffer.packet_sink = self._on_agent_packet
+        agent_buffer.decode = any(o.wants_agent_audio(self.id) for o in self._observers)
+        pc.on("track", self._on_agent_track)
+        pc.on("connectionstatechange", self._on_upstream_state)
+        channel = pc.createDataChannel("oai-events")
+        self.bridge.attach_upstream(channel)
+        channel.on("close", lambda: self._end_soon("upstream_session_ended"))
+        # Minting the key and gathering ICE candidates overlap.
+        mint = asyncio.ensure_future(self._connector.mint_ephemeral_key(session))
+        try:
+            await pc.setLocalDescription(await pc.createOffer())
+            key, _expires_at = await mint
+        finally:
+            if not mint.done():
+                mint.cancel()
+                with contextlib.suppress(BaseException):
+                    await mint
+        upstream = await self._connector.create_call(pc.localDescription.sdp, key, self.model)
+        self.upstream_call_id = upstream.call_id
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(upstream.answer_sdp, "answer"))
+        except (ValueError, AssertionError, KeyError, IndexError) as exc:
+            raise UpstreamError(f"OpenAI's SDP answer could not be used: {exc}") from None
+        await self._wait_upstream_connected()
+        self.timings.upstream_seconds = time.monotonic() - started
+
+    async def _wait_upstream_connected(self) -> None:
+        try:
+            await asyncio.wait_for(self._upstream_connected.wait(), self._settings.ice_timeout_secs)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                "The media connection to OpenAI did not come up in time."
+            ) from None
+        if self.upstream_pc.connectionState != "connected":
+            raise UpstreamError("The media connection to OpenAI failed.")
+
+    async def _answer_caller(self) -> str:
+        pc = self.caller_pc
+        pc.addTrack(self.downlink)
+        await pc.setLocalDescription(await pc.createAnswer())
+        return str(pc.localDescription.sdp)
+
+    # -- media and events --------------------------------------------------------------
+
+    def _on_caller_track(self, track: MediaStreamTrack) -> None:
+        if track.kind != "audio" or self._caller_audio is not None:
+            self._spawn(_drain(track))  # never leave a remote track unread
+            return
+        self._caller_audio = CallerAudio(
+            track, self._denoiser, self.uplink, lambda pcm, t: self._tap_audio("caller", pcm, t)
+        )
+        self._spawn(self._caller_audio.run())
+
+    def _on_agent_track(self, track: MediaStreamTrack) -> None:
+        # Frames only reach this track when an observer wants decoded agent audio.
+        self._spawn(self._read_agent_track(track))
+
+    async def _read_agent_track(self, track: MediaStreamTrack) -> None:
+        from .media.uplink import To24kMono, to_mono
+
+        resampler = To24kMono()
+        with contextlib.suppress(Exception):
+            while True:
+                frame = cast(AudioFrame, await track.recv())
+                for pcm in resampler.push(to_mono(frame)):
+                    self._tap_audio("agent", pcm, time.time())
+
+    def _on_agent_packet(self, payload: bytes, rtp_timestamp: int) -> None:
+        if self._speech_stopped_at is not None:
+            self.agent_response_latencies.append(time.monotonic() - self._speech_stopped_at)
+            self._speech_stopped_at = None
+        self.downlink.push(payload, rtp_timestamp)
+
+    def _tap_audio(self, leg: Leg, pcm: np.ndarray, wallclock: float) -> None:
+        for observer in self._observers:
+            observer.audio(self, leg, pcm, wallclock)
+
+    def _tap_event(self, direction: Direction, event: dict[str, Any], wallclock: float) -> None:
+        kind = event.get("type")
+        if kind == "input_audio_buffer.speech_stopped":
+            self._speech_stopped_at = time.monotonic()
+        elif kind in TRANSCRIPT_EVENTS:
+            role, field_name = TRANSCRIPT_EVENTS[str(kind)]
+            text = event.get(field_name)
+            if isinstance(text, str):
+                item = {"role": role, "text": text, "item_id": event.get("item_id"), "t": wallclock}
+                self.transcripts.append(item)
+        for observer in self._observers:
+            observer.event(self, direction, event, wallclock)
+
+    # -- ending ------------------------------------------------------------------------
+
+    def _on_leg_state(self, leg: str, pc: RTCPeerConnection) -> None:
+        if pc.connectionState in ("failed", "closed"):
+            self._end_soon(f"{leg}_{pc.connectionState}")
+
+    def _on_upstream_state(self) -> None:
+        state = self.upstream_pc.connectionState
+        if state in ("connected", "failed", "closed"):
+            self._upstream_connected.set()
+        if state in ("failed", "closed") and self.state == "active":
+            self._end_soon(f"upstream_{state}")
+
+    async def _watch_caller_media(self) -> None:
+        """Hang up a caller whose audio stopped (a closed tab sends no goodbye)."""
+        timeout = self._settings.media_timeout_secs
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            audio = self._caller_audio
+            last = audio.last_frame_at if audio and audio.last_frame_at else started
+            if time.monotonic() - last > timeout:
+                self._log.info("call %s: no caller audio for %.1f s", self.id, timeout)
+                self._end_soon("caller_media_timeout")
+                return
+
+    def _end_soon(self, outcome: str) -> None:
+        if not self._closing:
+            self._spawn(self.close(outcome))
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self, outcome: str = "hangup", *, notify: bool = True) -> None:
+        """End the call (idempotent): both legs closed, tasks awaited, taps told."""
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        was_active = self.state == "active"
+        self.state = "ending"
+        self.outcome = outcome
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.upstream_call_id and was_active:
+            await self._connector.hangup(self.upstream_call_id)
+        await asyncio.gather(
+            self.caller_pc.close(), self.upstream_pc.close(), return_exceptions=True
+        )
+        self.uplink.stop()
+        self.downlink.stop()
+        self.timings.ended_at = time.time()
+        self.state = "ended"
+        if notify and was_active:
+            for observer in self._observers:
+                observer.call_ended(self, outcome)
+        self._on_closed(self)
+        self._closed.set()
+        self._log.info("call %s ended: %s", self.id, outcome)
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    def _rtc_config(self, *, bundle: bool) -> RTCConfiguration:
+        # Never aiortc's default public STUN server: the relay's candidates are its
+        # own host addresses (RELAY_ICE_ADDRESSES), browsers reach it directly or by TURN.
+        if bundle:
+            return RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        return RTCConfiguration(iceServers=[])
+
+
+async def _drain(track: MediaStreamTrack) -> None:
+    with contextlib.suppress(Exception):
+        while True:
+            await track.recv()

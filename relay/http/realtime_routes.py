@@ -1,0 +1,286 @@
+"""OpenAI-compatible routes: ``/v1/realtime/client_secrets``, ``/v1/realtime/calls``,
+hangup, and the original ``/api/realtime/session`` (direct mode, off by default)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from ..auth import Caller, bearer_token, describe_token, same_secret
+from ..call import Call, CallRequest
+from ..errors import InvalidRequest, NotFound, PayloadTooLarge, Unauthorized
+from ..media.denoise import make_denoiser
+from ..sdp import validate_offer
+from ..upstream.session_config import complete_session, merge_sessions
+from .state import CLIENT_SECRETS, CONNECTOR, REGISTRY, SETTINGS
+
+logger = logging.getLogger(__name__)
+
+MIN_TTL_SECS, MAX_TTL_SECS = 10, 7200
+MAX_JSON_BYTES = 256 * 1024
+
+
+def setup_realtime_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/realtime/client_secrets", create_client_secret)
+    app.router.add_post("/v1/realtime/calls", create_call)
+    app.router.add_post("/v1/realtime/calls/{call_id}/hangup", hangup_call)
+    app.router.add_post("/api/demo/client_secret", create_demo_client_secret)
+    app.router.add_post("/api/realtime/session", create_direct_session)
+
+
+# -- client secrets ------------------------------------------------------------------
+
+
+async def create_client_secret(request: web.Request) -> web.Response:
+    """Mint a short-lived relay token for a browser (authorised by RELAY_API_KEY)."""
+    settings = request.app[SETTINGS]
+    token = bearer_token(request.headers.get("Authorization"))
+    if not (settings.open_mode and token is None) and not (
+        token is not None and same_secret(token, settings.relay_api_key)
+    ):
+        raise _unauthorized(token)
+    return await _mint_client_secret(request)
+
+
+async def create_demo_client_secret(request: web.Request) -> web.Response:
+    """The demo page's token URL: only in open (development) mode."""
+    if not request.app[SETTINGS].open_mode:
+        raise NotFound("The demo token route is only served in open mode (RELAY_OPEN=1).")
+    return await _mint_client_secret(request)
+
+
+async def _mint_client_secret(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    body = await _read_json(request, optional=True)
+    ttl = settings.client_secret_ttl_secs
+    expires_after = body.get("expires_after")
+    if expires_after is not None:
+        ttl = _ttl_from(expires_after)
+    session = complete_session(body.get("session"), settings.openai_model)
+    secret = request.app[CLIENT_SECRETS].mint(session, ttl)
+    payload = {
+        "value": secret.value,
+        "expires_at": secret.expires_at,
+        "session": {"object": "realtime.session", **session},
+    }
+    return web.json_response(payload)
+
+
+def _ttl_from(expires_after: Any) -> int:
+    if not isinstance(expires_after, dict):
+        raise InvalidRequest("'expires_after' must be an object.", param="expires_after")
+    anchor = expires_after.get("anchor", "created_at")
+    if anchor != "created_at":
+        raise InvalidRequest(
+            "'expires_after.anchor' must be 'created_at'.",
+            code="invalid_value",
+            param="expires_after.anchor",
+        )
+    seconds = expires_after.get("seconds", 600)
+    if not isinstance(seconds, int) or not MIN_TTL_SECS <= seconds <= MAX_TTL_SECS:
+        raise InvalidRequest(
+            f"'expires_after.seconds' must be an integer from {MIN_TTL_SECS} to {MAX_TTL_SECS}.",
+            code="invalid_value",
+            param="expires_after.seconds",
+        )
+    return seconds
+
+
+# -- calls ---------------------------------------------------------------------------
+
+
+async def create_call(request: web.Request) -> web.Response:
+    """SDP offer in, 201 + SDP answer + Location out, once OpenAI's leg is up."""
+    app = request.app
+    settings = app[SETTINGS]
+    caller = _authorise_call(request)
+    offer, session_part = await _read_offer(request, settings.max_sdp_bytes)
+    session = caller.session
+    if session_part is not None:
+        session = merge_sessions(session, session_part)
+    model = request.query.get("model")
+    if model:
+        session = {**session, "model": model}
+    session = complete_session(session, settings.openai_model)
+    registry = app[REGISTRY]
+    registry.admit()
+    call = Call(
+        settings=settings,
+        connector=app[CONNECTOR],
+        denoiser=make_denoiser(settings.noise_suppression),
+        observers=registry.observers,
+        on_closed=registry.discard,
+    )
+    registry.add(call)
+    call_request = CallRequest(
+        offer_sdp=offer,
+        session=session,
+        user_agent=request.headers.get("User-Agent", "")[:300],
+        record=request.headers.get("X-Relay-Record", "") in ("1", "true"),
+    )
+    answer = await call.start(call_request)
+    return web.Response(
+        status=201,
+        text=answer,
+        content_type="application/sdp",
+        headers={"Location": f"/v1/realtime/calls/{call.id}"},
+    )
+
+
+async def hangup_call(request: web.Request) -> web.Response:
+    """End a call. Allowed to its caller's kind of credential, or the admin token."""
+    settings = request.app[SETTINGS]
+    token = bearer_token(request.headers.get("Authorization"))
+    if not same_secret(token or "", settings.admin_token):
+        _authorise_call(request)
+    call = request.app[REGISTRY].get_call(request.match_info["call_id"])
+    if call is None:
+        raise NotFound("No call found with that id.", code="call_not_found", param="call_id")
+    await call.close("hangup")
+    return web.json_response({})
+
+
+def _authorise_call(request: web.Request) -> Caller:
+    settings = request.app[SETTINGS]
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None:
+        if settings.open_mode:
+            return Caller("open", {})
+        raise Unauthorized(
+            "Missing bearer authentication in header: "
+            "send 'Authorization: Bearer <client secret>'.",
+            code="missing_api_key",
+        )
+    secret = request.app[CLIENT_SECRETS].lookup(token)
+    if secret is not None:
+        return Caller("client_secret", secret.session)
+    if same_secret(token, settings.relay_api_key):
+        return Caller("api_key", {})
+    raise _unauthorized(token)
+
+
+def _unauthorized(token: str | None) -> Unauthorized:
+    if token is None:
+        return Unauthorized("Missing bearer authentication in header.", code="missing_api_key")
+    return Unauthorized(
+        f"Incorrect or expired key provided: {describe_token(token)}. Mint a new client "
+        "secret with POST /v1/realtime/client_secrets."
+    )
+
+
+async def _read_offer(request: web.Request, max_bytes: int) -> tuple[str, dict[str, Any] | None]:
+    """The offer (and optional session) from ``application/sdp`` or multipart bodies."""
+    if request.content_length is not None and request.content_length > max_bytes + 64 * 1024:
+        raise PayloadTooLarge(f"The request body is larger than {max_bytes} bytes.")
+    ctype = request.content_type
+    if ctype == "multipart/form-data":
+        sdp, session = await _read_multipart_offer(request, max_bytes)
+    elif ctype in ("application/sdp", "text/plain", "application/octet-stream"):
+        raw = await _read_limited(request, max_bytes)
+        sdp, session = raw.decode("utf-8", "replace"), None
+    else:
+        raise InvalidRequest(
+            f"Unsupported Content-Type '{ctype}': send the SDP offer as application/sdp, "
+            "or multipart/form-data with 'sdp' and 'session' parts.",
+            code="unsupported_content_type",
+        )
+    return validate_offer(sdp, max_bytes=max_bytes), session
+
+
+async def _read_multipart_offer(
+    request: web.Request, max_bytes: int
+) -> tuple[str, dict[str, Any] | None]:
+    sdp: str | None = None
+    session: dict[str, Any] | None = None
+    try:
+        reader = await request.multipart()
+        async for part in reader:
+            if not isinstance(part, BodyPartReader) or part.name not in ("sdp", "session"):
+                continue
+            data = await part.read(decode=False)
+            if len(data) > max_bytes:
+                raise PayloadTooLarge(f"The '{part.name}' part is larger than {max_bytes} bytes.")
+            if part.name == "sdp":
+                sdp = bytes(data).decode("utf-8", "replace")
+            else:
+                session = _parse_session_part(bytes(data))
+    except (ValueError, AssertionError) as exc:
+        raise InvalidRequest(f"Malformed multipart body: {exc}", code="invalid_body") from None
+    if sdp is None:
+        raise InvalidRequest("The multipart body has no 'sdp' part.", param="sdp")
+    return sdp, session
+
+
+def _parse_session_part(data: bytes) -> dict[str, Any]:
+    try:
+        session = json.loads(data)
+    except ValueError:
+        raise InvalidRequest("The 'session' part is not valid JSON.", param="session") from None
+    if not isinstance(session, dict):
+        raise InvalidRequest("The 'session' part must be a JSON object.", param="session")
+    return session
+
+
+async def _read_limited(request: web.Request, max_bytes: int) -> bytes:
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(16384):
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"The SDP offer is larger than {max_bytes} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read_json(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
+    raw = await _read_limited(request, MAX_JSON_BYTES)
+    if not raw.strip():
+        if optional:
+            return {}
+        raise InvalidRequest("The request body is empty; send a JSON object.")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request.", code="invalid_json"
+        ) from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+# -- the original direct mode ----------------------------------------------------------
+
+
+async def create_direct_session(request: web.Request) -> web.Response:
+    """The original ``POST /api/realtime/session``: an OpenAI ephemeral key for a
+    browser that may reach OpenAI itself. Off unless RELAY_ENABLE_DIRECT_SESSION."""
+    settings = request.app[SETTINGS]
+    if not settings.enable_direct_session:
+        raise NotFound(
+            "Direct mode is disabled on this relay (RELAY_ENABLE_DIRECT_SESSION=1 enables it)."
+        )
+    if not settings.open_mode:
+        token = bearer_token(request.headers.get("Authorization"))
+        if token is None or (
+            request.app[CLIENT_SECRETS].lookup(token) is None
+            and not same_secret(token, settings.relay_api_key)
+        ):
+            raise _unauthorized(token)
+    body = await _read_json(request, optional=True)
+    session = complete_session(body.get("session", body or None), settings.openai_model)
+    session.pop("expires_after", None)
+    connector = request.app[CONNECTOR]
+    value, expires_at = await connector.mint_ephemeral_key(session)
+    return web.json_response(
+        {
+            "client_secret": {"value": value, "expires_at": expires_at},
+            "value": value,
+            "expires_at": expires_at,
+            "model": session.get("model"),
+            "base_url": connector.base_url,
+            "dialect": connector.dialect,
+        }
+    )

@@ -1,0 +1,17 @@
+"""Typed application state shared by the HTTP layer."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from ..auth import ClientSecretStore
+from ..config import Settings
+from ..registry import CallRegistry
+from ..upstream.openai import OpenAIConnector
+
+SETTINGS = web.AppKey("settings", Settings)
+REGISTRY = web.AppKey("registry", CallRegistry)
+CLIENT_SECRETS = web.AppKey("client_secrets", ClientSecretStore)
+HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
+CONNECTOR = web.AppKey("connector", OpenAIConnector)

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs pytest inside a network namespace that has only a loopback interface, when the
+# machine allows it (root or user namespaces): then no test can send a packet off this
+# machine, whatever Chromium or aiortc try. Elsewhere it runs on the host, where the
+# tests still use 127.0.0.1 only.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PYTEST=(.venv/bin/python -m pytest "$@")
+if [ "${RELAY_TEST_NETNS:-1}" = "1" ] && unshare -n true 2>/dev/null; then
+  exec unshare -n sh -c 'ip link set lo up && exec "$@"' sh "${PYTEST[@]}"
+elif [ "${RELAY_TEST_NETNS:-1}" = "1" ] && unshare -rn true 2>/dev/null; then
+  exec unshare -rn sh -c 'ip link set lo up && exec "$@"' sh "${PYTEST[@]}"
+fi
+exec "${PYTEST[@]}"

@@ -1,0 +1,50 @@
+"""Fixtures shared by every test. Everything runs on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from relay import aiortc_patches
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from support import espeak  # noqa: E402
+
+pytest_plugins = ["relay_fixtures"]
+
+SPEECH_TEXT = "Hello there. I would like to know what the weather will be like tomorrow."
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _loopback_only() -> Iterator[None]:
+    """Every peer connection in the tests gathers on 127.0.0.1 only."""
+    aiortc_patches.install()
+    aiortc_patches.restrict_host_addresses(["127.0.0.1"])
+    yield
+
+
+@pytest.fixture(scope="session")
+def speech_48k(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    """About 4 s of real synthesised English speech, 48 kHz mono int16."""
+    path = tmp_path_factory.mktemp("audio") / "speech.wav"
+    return espeak(SPEECH_TEXT, path)
+
+
+@pytest.fixture(scope="session")
+def speech_wav(tmp_path_factory: pytest.TempPathFactory, speech_48k: np.ndarray) -> Path:
+    """The same speech as a 48 kHz WAV file (for Chromium's fake microphone)."""
+    import wave
+
+    path = tmp_path_factory.mktemp("wav") / "speech48k.wav"
+    silence = np.zeros(48000, dtype=np.int16)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(48000)
+        wav.writeframes(np.concatenate([speech_48k, silence]).tobytes())
+    return path

@@ -1,0 +1,77 @@
+"""Fixtures that start the relay (with its embedded emulator) on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, replace
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from relay.config import EmulatorSettings, Settings
+from relay.http.app import create_app
+from relay.http.state import CONNECTOR, REGISTRY
+
+BASE_SETTINGS = Settings(
+    open_mode=True,
+    ice_addresses=("127.0.0.1",),
+    noise_suppression="off",
+    media_timeout_secs=3.0,
+    shutdown_timeout_secs=5.0,
+    emulator=EmulatorSettings(ice_addresses=("127.0.0.1",)),
+)
+
+
+@dataclass
+class RelayUnderTest:
+    server: TestServer
+    http: aiohttp.ClientSession
+
+    @property
+    def app(self) -> web.Application:
+        return self.server.app
+
+    def url(self, path: str) -> str:
+        return str(self.server.make_url(path))
+
+    @property
+    def calls_url(self) -> str:
+        return self.url("/v1/realtime/calls")
+
+    @property
+    def registry(self) -> Any:
+        return self.app[REGISTRY]
+
+    @property
+    def emulator_base_url(self) -> str:
+        return self.app[CONNECTOR].base_url
+
+
+RelayFactory = Callable[..., Coroutine[Any, Any, RelayUnderTest]]
+
+
+@pytest.fixture
+async def start_relay() -> AsyncIterator[RelayFactory]:
+    """Start a relay with settings overrides: ``await start_relay(noise_suppression="webrtc")``."""
+    started: list[RelayUnderTest] = []
+
+    async def start(**overrides: Any) -> RelayUnderTest:
+        settings = replace(BASE_SETTINGS, **overrides)
+        server = TestServer(create_app(settings), host="127.0.0.1")
+        await server.start_server()
+        relay = RelayUnderTest(server, aiohttp.ClientSession())
+        started.append(relay)
+        return relay
+
+    yield start
+    for relay in started:
+        await relay.http.close()
+        await relay.server.close()
+
+
+@pytest.fixture
+async def relay(start_relay: RelayFactory) -> RelayUnderTest:
+    return await start_relay()

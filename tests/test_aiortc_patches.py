@@ -1,0 +1,140 @@
+"""The aiortc workarounds (relay/aiortc_patches.py) still do what they claim with the
+pinned aiortc: these fail loudly if an upgrade moves the internals they rely on."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+
+import aioice.ice
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtp import RtpPacket
+from av import AudioFrame
+from support import PacedAudioSource
+
+from relay import aiortc_patches
+from relay.aiortc_patches import Opus24kEncoder, PassThroughAudioBuffer
+
+
+def rtp(seq: int, ts: int, payload: bytes = b"x") -> RtpPacket:
+    packet = RtpPacket(sequence_number=seq, timestamp=ts)
+    packet._data = payload  # type: ignore[attr-defined]
+    return packet
+
+
+def test_pass_through_buffer_releases_in_order_packets_at_once() -> None:
+    buffer = PassThroughAudioBuffer()
+    released = [buffer.add(rtp(seq, seq * 960))[1] for seq in (10, 11, 13)]
+    assert [f.timestamp for f in released if f] == [9600, 10560, 12480]
+    assert buffer.add(rtp(12, 11520))[1] is None  # late: dropped, never reordered
+    assert buffer.add(rtp(13, 12480))[1] is None  # duplicate
+    assert buffer.packets_dropped_late == 2
+    wrap = PassThroughAudioBuffer()
+    assert wrap.add(rtp(65535, 0))[1] is not None
+    assert wrap.add(rtp(0, 960))[1] is not None  # 16-bit wrap is "newer"
+
+
+def test_pass_through_buffer_sink_without_decoding() -> None:
+    buffer = PassThroughAudioBuffer()
+    got: list[tuple[bytes, int]] = []
+    buffer.packet_sink = lambda payload, ts: got.append((payload, ts))
+    buffer.decode = False
+    assert buffer.add(rtp(1, 960, b"opus"))[1] is None
+    assert got == [(b"opus", 960)]
+
+
+def test_receivers_get_the_pass_through_buffer() -> None:
+    async def run() -> None:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            transceiver = pc.addTransceiver("audio")
+            assert isinstance(aiortc_patches.audio_buffer_of(transceiver.receiver), PassThroughAudioBuffer)
+        finally:
+            await pc.close()
+
+    asyncio.run(run())
+
+
+def frame_24k(pts: int) -> AudioFrame:
+    tone = (np.sin(np.arange(480) * 2 * np.pi * 440 / 24000) * 8000).astype(np.int16)
+    frame = AudioFrame.from_ndarray(tone.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = 24000
+    frame.pts = pts
+    frame.time_base = fractions.Fraction(1, 24000)
+    return frame
+
+
+def test_24k_encoder_has_no_rechunking_delay_and_48k_clock() -> None:
+    encoder = Opus24kEncoder()
+    results = [encoder.encode(frame_24k(i * 480)) for i in range(4)]
+    assert all(len(payloads) == 1 for payloads, _ in results)  # a packet per frame, at once
+    assert [ts for _, ts in results] == [0, 960, 1920, 2880]
+    lost = encoder.encode(frame_24k(6 * 480))  # two frames lost upstream: a gap, kept
+    assert lost[1] == 5760
+
+
+def test_24k_encoder_falls_back_for_other_formats() -> None:
+    encoder = Opus24kEncoder()
+    frame = AudioFrame(format="s16", layout="stereo", samples=960)
+    for plane in frame.planes:
+        plane.update(bytes(plane.buffer_size))
+    frame.sample_rate = 48000
+    frame.pts = 0
+    frame.time_base = fractions.Fraction(1, 48000)
+    encoder.encode(frame)  # stock encoder: may buffer the first frame
+    payloads, _ = encoder.encode(frame)
+    assert payloads
+
+
+def test_restrict_host_addresses() -> None:
+    try:
+        aiortc_patches.restrict_host_addresses(["127.0.0.1", "::1"])
+        assert aioice.ice.get_host_addresses(True, False) == ["127.0.0.1"]
+        assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.1", "::1"]
+    finally:
+        aiortc_patches.restrict_host_addresses(["127.0.0.1"])
+
+
+async def test_one_lost_packet_costs_exactly_one_frame() -> None:
+    """With the pass-through buffer a lost packet is one 20 ms gap, not aiortc's
+    permanent +200 ms backlog with 5 frames discarded."""
+    sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    source = PacedAudioSource(np.full(48000, 3000, dtype=np.int16))
+    sender.addTrack(source)
+    pts: list[int] = []
+
+    async def read(track):  # type: ignore[no-untyped-def]
+        while True:
+            pts.append((await track.recv()).pts)
+
+    reader: list[asyncio.Task[None]] = []
+    receiver.on("track", lambda track: reader.append(asyncio.ensure_future(read(track))))
+    try:
+        await sender.setLocalDescription(await sender.createOffer())
+        await receiver.setRemoteDescription(sender.localDescription)
+        await receiver.setLocalDescription(await receiver.createAnswer())
+        await sender.setRemoteDescription(
+            RTCSessionDescription(receiver.localDescription.sdp, "answer")
+        )
+        dtls = sender.getSenders()[0].transport
+        send_rtp = dtls._send_rtp
+        counter = {"n": 0}
+
+        async def drop_the_20th(data: bytes) -> None:
+            counter["n"] += 1
+            if counter["n"] != 20:
+                await send_rtp(data)
+
+        dtls._send_rtp = drop_the_20th
+        await asyncio.sleep(1.5)
+        gaps = [b - a for a, b in zip(pts, pts[1:], strict=False) if b - a != 960]
+        assert gaps == [1920], gaps  # exactly one frame missing
+        assert len(pts) >= counter["n"] - 3  # everything else arrived (minus in-flight)
+    finally:
+        for task in reader:
+            task.cancel()
+        await asyncio.gather(*reader, return_exceptions=True)
+        await sender.close()
+        await receiver.close()

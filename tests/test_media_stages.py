@@ -1,0 +1,20 @@
+"""Media stages driven with synthetic frames: what comes out, and when."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from relay.media.uplink import To24kMono
+
+
+def test_resampler_emits_each_frame_in_the_push_that_carries_it() -> None:
+    """No standing delay: the 24 kHz frame for an input comes out of that same push."""
+    resampler = To24kMono()
+    step = np.zeros(960 * 3, dtype=np.int16)
+    step[960 + 480 :] = 10000  # a step in the middle of the second input frame
+    outputs = [resampler.push(step[i * 960 : (i + 1) * 960]) for i in range(3)]
+    assert [len(o) for o in outputs] == [1, 1, 1]
+    second = outputs[1][0]
+    assert second.shape == (480,)
+    onset = int(np.argmax(second > 5000))
+    assert 230 < onset < 260  # at 240 samples (10 ms), within the resampler's few samples

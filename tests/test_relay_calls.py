@@ -1,0 +1,139 @@
+"""A caller's call through the relay to the emulator, end to end: real aiortc peers,
+real Opus, real HTTP, real speech (espeak-ng)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+from openai.types.realtime import RealtimeServerEvent
+from pydantic import TypeAdapter
+from relay_fixtures import RelayFactory, RelayUnderTest
+from support import PacedAudioSource, RealtimeClient, realtime_client, rms_dbfs
+
+SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
+
+TURN_EVENTS_IN_ORDER = [
+    "session.created",
+    "input_audio_buffer.speech_started",
+    "input_audio_buffer.speech_stopped",
+    "input_audio_buffer.committed",
+    "response.created",
+    "output_audio_buffer.started",
+    "response.done",
+    "output_audio_buffer.stopped",
+]
+
+
+def in_order(types: list[str], expected: list[str]) -> bool:
+    position = 0
+    for kind in types:
+        if position < len(expected) and kind == expected[position]:
+            position += 1
+    return position == len(expected)
+
+
+async def call_relay(relay: RelayUnderTest, client: RealtimeClient, **post: object) -> str:
+    response = await client.connect(relay.http, relay.calls_url, "", **post)
+    body = await response.text()
+    assert response.status == 201, body
+    assert response.headers["Content-Type"].startswith("application/sdp")
+    location = response.headers["Location"]
+    assert location.startswith("/v1/realtime/calls/rtc_")
+    return location.rsplit("/", 1)[-1]
+
+
+async def test_spoken_turn_through_relay(relay: RelayUnderTest, speech_48k: np.ndarray) -> None:
+    """Speech from the caller reaches OpenAI's emulator as a turn; the agent's answer
+    (events and audible audio) comes back to the caller through the relay."""
+    async with realtime_client(PacedAudioSource()) as client:
+        call_id = await call_relay(relay, client)
+        assert relay.registry.get(call_id) is not None
+        await client.wait_for("session.created", timeout=10)
+        client.send(
+            {
+                "type": "session.update",
+                "session": {
+                    "type": "realtime",
+                    "audio": {"input": {"transcription": {"model": "whisper-1"}}},
+                },
+            }
+        )
+        await client.wait_for("session.updated")
+        client.source.play(speech_48k)
+        transcript = await client.wait_for(
+            "conversation.item.input_audio_transcription.completed", timeout=20
+        )
+        assert transcript["transcript"]
+        await client.wait_for("output_audio_buffer.stopped", timeout=30)
+        assert in_order(client.types(), TURN_EVENTS_IN_ORDER), client.types()
+        for event in client.events:
+            SERVER_EVENT.validate_python(event)
+        agent = client.sink.samples()
+        assert client.sink.loud_frames() > 25, "the agent's audio did not reach the caller"
+        assert rms_dbfs(agent) > -50
+        snapshot = relay.registry.get(call_id).snapshot()
+        assert snapshot["state"] == "active"
+        assert snapshot["audio"]["agent_packets_out"] > 25
+        assert any(t["role"] == "user" for t in snapshot["transcripts"])
+
+
+async def test_hangup_releases_everything(relay: RelayUnderTest) -> None:
+    """After hangup: the call is gone, both peer connections closed, tasks and
+    decoder threads released."""
+    threads_before = decoder_threads()
+    async with realtime_client(PacedAudioSource()) as client:
+        call_id = await call_relay(relay, client)
+        call = relay.registry.get_call(call_id)
+        await client.wait_for("session.created", timeout=10)
+        response = await relay.http.post(relay.url(f"/v1/realtime/calls/{call_id}/hangup"))
+        assert response.status == 200
+        assert relay.registry.get(call_id) is None
+        assert call.state == "ended"
+        assert call.caller_pc.connectionState == "closed"
+        assert call.upstream_pc.connectionState == "closed"
+        assert not call._tasks
+        again = await relay.http.post(relay.url(f"/v1/realtime/calls/{call_id}/hangup"))
+        assert again.status == 404
+        assert (await again.json())["error"]["code"] == "call_not_found"
+    await _eventually(lambda: decoder_threads() <= threads_before, 5)
+
+
+async def test_client_that_just_closes_ends_the_call(relay: RelayUnderTest) -> None:
+    """A client that closes its peer connection without hangup ends the call in < 5 s."""
+    client = RealtimeClient(PacedAudioSource())
+    call_id = await call_relay(relay, client)
+    await client.wait_for("session.created", timeout=10)
+    closed_at = time.monotonic()
+    await client.close()
+    await _eventually(lambda: relay.registry.get(call_id) is None, 5)
+    assert time.monotonic() - closed_at < 5
+
+
+async def test_calls_end_on_shutdown(start_relay: RelayFactory) -> None:
+    """Shutting the app down closes every call (both legs) within the bound."""
+    relay = await start_relay()
+    async with realtime_client(PacedAudioSource()) as client:
+        call_id = await call_relay(relay, client)
+        call = relay.registry.get_call(call_id)
+        started = time.monotonic()
+        await relay.server.close()
+        assert time.monotonic() - started < 10
+        assert call.state == "ended" and call.outcome == "shutdown"
+        assert call.upstream_pc.connectionState == "closed"
+
+
+def decoder_threads() -> int:
+    """aiortc's per-receiver decoder threads (the loop's executor threads are pooled)."""
+    return sum(1 for t in threading.enumerate() if t.name.endswith("-decoder"))
+
+
+async def _eventually(predicate: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.05)

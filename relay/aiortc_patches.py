@@ -48,6 +48,8 @@ PacketSink = Callable[[bytes, int], None]
 """Receives (Opus payload, RTP timestamp) of each in-order packet."""
 
 _stock_get_host_addresses = aioice.ice.get_host_addresses
+#: aioice's own consent checks (kept so a test can show what the fix prevents).
+stock_query_consent = aioice.ice.Connection.query_consent
 _stock_get_encoder = aiortc.rtcrtpsender.get_encoder  # type: ignore[attr-defined]
 _installed = False
 

@@ -175,7 +175,9 @@ class RealtimeClient:
     ) -> aiohttp.ClientResponse:
         """POST the offer as ``application/sdp``; on 201 apply the answer."""
         sdp = await self.offer()
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
+        headers = {"Content-Type": "application/sdp", **post.pop("headers", {})}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         response = await session.post(url, data=sdp, headers=headers, **post)
         if response.status == 201:
             self.location = response.headers.get("Location")

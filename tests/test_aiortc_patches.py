@@ -49,7 +49,9 @@ def test_receivers_get_the_pass_through_buffer() -> None:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         try:
             transceiver = pc.addTransceiver("audio")
-            assert isinstance(aiortc_patches.audio_buffer_of(transceiver.receiver), PassThroughAudioBuffer)
+            assert isinstance(
+                aiortc_patches.audio_buffer_of(transceiver.receiver), PassThroughAudioBuffer
+            )
         finally:
             await pc.close()
 

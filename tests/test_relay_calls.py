@@ -137,3 +137,63 @@ async def _eventually(predicate: object, timeout: float) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout}s")
         await asyncio.sleep(0.05)
+
+
+def pink_noise(seconds: float, dbfs: float, seed: int = 7) -> np.ndarray:
+    """Deterministic 1/f noise at 48 kHz, int16, at an RMS of ``dbfs``."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 48000)
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    spectrum[1:] /= np.sqrt(np.arange(1, spectrum.size))
+    noise = np.fft.irfft(spectrum, n)
+    noise *= 10 ** (dbfs / 20) / np.sqrt(np.mean(noise**2))
+    return (noise * 32767).astype(np.int16)
+
+
+async def received_noise_and_speech_dbfs(
+    relay: RelayUnderTest, speech: np.ndarray
+) -> tuple[float, float]:
+    """Median level the emulator received during 2 s of noise alone, and the loudest
+    frame while speech plays over the same noise."""
+    from relay.emulator.app import SESSIONS
+    from relay.http.state import EMULATOR
+
+    noise = pink_noise(2.0 + speech.size / 48000, -35.0)
+    mixed = noise.astype(np.int32)
+    mixed[96000 : 96000 + speech.size] += speech
+    async with realtime_client(PacedAudioSource()) as client:
+        await call_relay(relay, client)
+        emulated = await relay.app[EMULATOR][SESSIONS].wait_for_call(timeout_secs=5)
+        client.source.play(np.clip(mixed, -32768, 32767).astype(np.int16))
+        while client.source.playing:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)
+        levels = list(emulated.received.frame_dbfs)
+    assert len(levels) > 100 + speech.size // 960
+    noise_only = float(np.median(levels[40:90]))  # after the suppressor settles
+    speech_peak = float(np.max(levels[100:]))
+    return noise_only, speech_peak
+
+
+async def test_noise_is_reduced_before_openai(
+    start_relay: RelayFactory, speech_48k: np.ndarray
+) -> None:
+    """With libwebrtc's suppressor on, steady noise reaching OpenAI drops by well over
+    6 dB, while the speech stays about as loud."""
+    plain = await start_relay(noise_suppression="off")
+    noise_off, speech_off = await received_noise_and_speech_dbfs(plain, speech_48k)
+    suppressed = await start_relay(noise_suppression="webrtc")
+    noise_on, speech_on = await received_noise_and_speech_dbfs(suppressed, speech_48k)
+    assert noise_off - noise_on > 6, (noise_off, noise_on)
+    assert speech_off - speech_on < 6, (speech_off, speech_on)
+
+
+async def test_rnnoise_mode_reduces_noise_too(
+    start_relay: RelayFactory, speech_48k: np.ndarray
+) -> None:
+    """The opt-in RNNoise mode runs in the real media path and suppresses steady noise."""
+    plain = await start_relay(noise_suppression="off")
+    noise_off, _ = await received_noise_and_speech_dbfs(plain, speech_48k[:48000])
+    rnnoise = await start_relay(noise_suppression="rnnoise")
+    noise_on, _ = await received_noise_and_speech_dbfs(rnnoise, speech_48k[:48000])
+    assert noise_off - noise_on > 6, (noise_off, noise_on)

@@ -75,7 +75,9 @@ async def test_wrong_method_and_unknown_route(relay: RelayUnderTest) -> None:
 
 async def test_bad_json_to_client_secrets(relay: RelayUnderTest) -> None:
     response = await relay.http.post(
-        relay.url("/v1/realtime/client_secrets"), data="{not json", headers={"Content-Type": "application/json"}
+        relay.url("/v1/realtime/client_secrets"),
+        data="{not json",
+        headers={"Content-Type": "application/json"},
     )
     assert response.status == 400
     assert (await envelope(response))["code"] == "invalid_json"
@@ -194,7 +196,9 @@ async def test_bad_data_channel_events_get_error_events(relay: RelayUnderTest) -
         error = await client.wait_for("error", after=client.events.index(error) + 1)
         assert error["error"]["code"] == "invalid_event"
         assert error["error"]["event_id"] == "evt_1"
-        client.send({"type": "session.update", "session": {"type": "realtime", "instructions": "x"}})
+        client.send(
+            {"type": "session.update", "session": {"type": "realtime", "instructions": "x"}}
+        )
         await client.wait_for("session.updated")
     finally:
         await client.close()

@@ -18,12 +18,11 @@ from ..upstream.openai import OpenAIConnector
 from .cors import cors_middleware
 from .errors import error_middleware
 from .realtime_routes import setup_realtime_routes
-from .state import CLIENT_SECRETS, CONNECTOR, HTTP_CLIENT, REGISTRY, SETTINGS
+from .state import CLIENT_SECRETS, CONNECTOR, EMULATOR, HTTP_CLIENT, REGISTRY, SETTINGS
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_WEB_ROOT = Path(__file__).resolve().parents[2] / "web"
-EMULATOR_RUNNER = web.AppKey("emulator_runner", web.AppRunner)
 
 
 def create_app(settings: Settings, *, web_root: Path | None = None) -> web.Application:
@@ -61,6 +60,7 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
         runner = None
     else:
         runner, base_url, key = await _start_embedded_emulator(settings)
+        app[EMULATOR] = runner.app
         logger.info("no OPENAI_API_KEY: using the built-in OpenAI emulator at %s", base_url)
     app[CONNECTOR] = OpenAIConnector(
         app[HTTP_CLIENT],

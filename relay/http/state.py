@@ -15,3 +15,5 @@ REGISTRY = web.AppKey("registry", CallRegistry)
 CLIENT_SECRETS = web.AppKey("client_secrets", ClientSecretStore)
 HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
 CONNECTOR = web.AppKey("connector", OpenAIConnector)
+#: The in-process OpenAI emulator, when no OpenAI key is configured.
+EMULATOR = web.AppKey("embedded_emulator", web.Application)

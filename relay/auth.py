@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,16 +35,19 @@ class Caller:
 class ClientSecretStore:
     """In-memory, expiring store of the client secrets this process minted."""
 
-    def __init__(self, max_secrets: int = 100_000) -> None:
+    def __init__(
+        self, max_secrets: int = 100_000, new_value: Callable[[], str] | None = None
+    ) -> None:
         self._secrets: dict[str, ClientSecret] = {}
         self._max = max_secrets
+        self._new_value = new_value or (lambda: "ek_" + secrets.token_hex(16))
 
     def mint(self, session: dict[str, Any], ttl_secs: int) -> ClientSecret:
         self._sweep()
         if len(self._secrets) >= self._max:
             raise Unauthorized("Too many live client secrets; try again later.", code="rate_limit")
         secret = ClientSecret(
-            value="ek_" + secrets.token_hex(16),
+            value=self._new_value(),
             expires_at=int(time.time()) + ttl_secs,
             session=session,
         )

@@ -84,8 +84,9 @@ class Call:
         denoiser: Denoiser,
         observers: list[CallObserver],
         on_closed: Callable[[Call], None],
+        call_id: str | None = None,
     ) -> None:
-        self.id = new_call_id()
+        self.id = call_id or new_call_id()
         self._settings = settings
         self._connector = connector
         self._denoiser = denoiser

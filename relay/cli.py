@@ -99,6 +99,7 @@ def settings_from(env: Mapping[str, str], args: argparse.Namespace) -> Settings:
             env.get("RELAY_SHUTDOWN_TIMEOUT_SECS", d.shutdown_timeout_secs)
         ),
         max_calls=int(env.get("RELAY_MAX_CALLS", d.max_calls)),
+        workers=int(args.workers or env.get("RELAY_WORKERS") or d.workers),
         web_root=env.get("RELAY_WEB_ROOT", ""),
         emulator=emulator_settings_from(env, argparse.Namespace()),
     )
@@ -116,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--noise-suppression", choices=["webrtc", "rnnoise", "off"], help="RELAY_NOISE_SUPPRESSION"
     )
     serve.add_argument("--open", action="store_true", help="accept calls without keys (RELAY_OPEN)")
+    serve.add_argument(
+        "--workers", type=int, help="worker processes (RELAY_WORKERS, default one per core)"
+    )
     emulator = commands.add_parser("emulator", help="run the OpenAI emulator alone")
     emulator.add_argument("--host", help="listen address (default 127.0.0.1)")
     emulator.add_argument("--port", type=int, help="listen port (default 8090)")
@@ -151,6 +155,12 @@ def _serve(settings: Settings) -> None:
         settings.openai_dialect,
         settings.noise_suppression,
     )
+    workers = settings.workers or os.cpu_count() or 1
+    if workers > 1:
+        from .workers import serve_sharded
+
+        serve_sharded(settings, workers, logging.getLogger().level)
+        return
     app = create_app(settings)
     # aiohttp handles SIGINT/SIGTERM: on_shutdown closes every call within
     # shutdown_timeout_secs, then cleanup contexts run.

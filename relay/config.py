@@ -99,6 +99,8 @@ class Settings:
     shutdown_timeout_secs: float = 10.0
     #: Largest number of concurrent calls in this process (0: unlimited).
     max_calls: int = 0
+    #: Worker processes (shards) behind the port; 0 means one per core.
+    workers: int = 0
     #: Folder of the browser client (``web/``); empty: the one next to the package.
     web_root: str = ""
     #: Emulator used when ``openai_api_key`` is ``None``.

@@ -14,32 +14,52 @@ from .. import aiortc_patches
 from ..auth import ClientSecretStore
 from ..config import Secret, Settings
 from ..registry import CallRegistry
+from ..shards import SINGLE, ShardClient, ShardLayout
 from ..upstream.openai import OpenAIConnector
 from .cors import cors_middleware
 from .errors import error_middleware
 from .realtime_routes import setup_realtime_routes
-from .state import CLIENT_SECRETS, CONNECTOR, EMULATOR, HTTP_CLIENT, REGISTRY, SETTINGS
+from .shard_routes import setup_shard_routes, shard_middleware
+from .state import (
+    CLIENT_SECRETS,
+    CONNECTOR,
+    EMULATOR,
+    HTTP_CLIENT,
+    REGISTRY,
+    SETTINGS,
+    SHARD,
+    SHARD_CLIENT,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_WEB_ROOT = Path(__file__).resolve().parents[2] / "web"
 
 
-def create_app(settings: Settings, *, web_root: Path | None = None) -> web.Application:
-    """The relay app. Without an OpenAI key it runs the built-in emulator in-process."""
+def create_app(
+    settings: Settings, *, web_root: Path | None = None, shard: ShardLayout = SINGLE
+) -> web.Application:
+    """The relay app. Without an OpenAI key it runs the built-in emulator in-process.
+
+    ``shard`` places this process among sibling workers (``serve --workers N``)."""
     aiortc_patches.install()
     aiortc_patches.restrict_host_addresses(settings.ice_addresses)
-    middlewares = [error_middleware]
+    middlewares = [error_middleware, shard_middleware]
     if settings.cors_origins:
         middlewares.insert(0, cors_middleware(settings.cors_origins))
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_sdp_bytes * 2)
     app[SETTINGS] = settings
     app[REGISTRY] = CallRegistry(settings.max_calls)
-    app[CLIENT_SECRETS] = ClientSecretStore()
+    app[SHARD] = shard
+    app[CLIENT_SECRETS] = ClientSecretStore(
+        new_value=shard.new_secret_value if shard.sharded else None
+    )
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_upstream)
+    app.cleanup_ctx.append(_shard_client)
     app.on_shutdown.append(_close_calls)
     setup_realtime_routes(app)
+    setup_shard_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     _setup_web(app, web_root or Path(settings.web_root or DEFAULT_WEB_ROOT))
@@ -50,6 +70,15 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession() as session:
         app[HTTP_CLIENT] = session
         yield
+
+
+async def _shard_client(app: web.Application) -> AsyncIterator[None]:
+    client = ShardClient(app[SHARD])
+    app[SHARD_CLIENT] = client
+    try:
+        yield
+    finally:
+        await client.close()
 
 
 async def _upstream(app: web.Application) -> AsyncIterator[None]:

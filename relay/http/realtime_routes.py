@@ -7,6 +7,7 @@ import json
 import logging
 from typing import Any
 
+import aiohttp
 from aiohttp import BodyPartReader, web
 
 from ..auth import Caller, bearer_token, describe_token, same_secret
@@ -15,7 +16,7 @@ from ..errors import InvalidRequest, NotFound, PayloadTooLarge, Unauthorized
 from ..media.denoise import make_denoiser
 from ..sdp import validate_offer
 from ..upstream.session_config import complete_session, merge_sessions
-from .state import CLIENT_SECRETS, CONNECTOR, REGISTRY, SETTINGS
+from .state import CLIENT_SECRETS, CONNECTOR, REGISTRY, SETTINGS, SHARD, SHARD_CLIENT
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ async def create_call(request: web.Request) -> web.Response:
     """SDP offer in, 201 + SDP answer + Location out, once OpenAI's leg is up."""
     app = request.app
     settings = app[SETTINGS]
-    caller = _authorise_call(request)
+    caller = await _authorise_call(request)
     offer, session_part = await _read_offer(request, settings.max_sdp_bytes)
     session = caller.session
     if session_part is not None:
@@ -107,7 +108,9 @@ async def create_call(request: web.Request) -> web.Response:
     session = complete_session(session, settings.openai_model)
     registry = app[REGISTRY]
     registry.admit()
+    layout = app[SHARD]
     call = Call(
+        call_id=layout.new_call_id() if layout.sharded else None,
         settings=settings,
         connector=app[CONNECTOR],
         denoiser=make_denoiser(settings.noise_suppression),
@@ -135,7 +138,7 @@ async def hangup_call(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     token = bearer_token(request.headers.get("Authorization"))
     if not same_secret(token or "", settings.admin_token):
-        _authorise_call(request)
+        await _authorise_call(request)
     call = request.app[REGISTRY].get_call(request.match_info["call_id"])
     if call is None:
         raise NotFound("No call found with that id.", code="call_not_found", param="call_id")
@@ -143,7 +146,7 @@ async def hangup_call(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
-def _authorise_call(request: web.Request) -> Caller:
+async def _authorise_call(request: web.Request) -> Caller:
     settings = request.app[SETTINGS]
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
@@ -154,12 +157,29 @@ def _authorise_call(request: web.Request) -> Caller:
             "send 'Authorization: Bearer <client secret>'.",
             code="missing_api_key",
         )
-    secret = request.app[CLIENT_SECRETS].lookup(token)
-    if secret is not None:
-        return Caller("client_secret", secret.session)
+    session = await _client_secret_session(request, token)
+    if session is not None:
+        return Caller("client_secret", session)
     if same_secret(token, settings.relay_api_key):
         return Caller("api_key", {})
     raise _unauthorized(token)
+
+
+async def _client_secret_session(request: web.Request, token: str) -> dict[str, Any] | None:
+    """The session of a client secret minted here, or by the sibling shard that did."""
+    secret = request.app[CLIENT_SECRETS].lookup(token)
+    if secret is not None:
+        return secret.session
+    layout = request.app[SHARD]
+    owner = layout.secret_owner(token) if layout.sharded else None
+    if owner is None or owner == layout.index:
+        return None
+    try:
+        found = await request.app[SHARD_CLIENT].get_json(owner, f"/internal/client_secrets/{token}")
+    except (aiohttp.ClientError, TimeoutError):
+        logger.warning("shard %d did not answer a client-secret lookup", owner)
+        return None
+    return found.get("session") if isinstance(found, dict) else None
 
 
 def _unauthorized(token: str | None) -> Unauthorized:
@@ -265,7 +285,7 @@ async def create_direct_session(request: web.Request) -> web.Response:
     if not settings.open_mode:
         token = bearer_token(request.headers.get("Authorization"))
         if token is None or (
-            request.app[CLIENT_SECRETS].lookup(token) is None
+            await _client_secret_session(request, token) is None
             and not same_secret(token, settings.relay_api_key)
         ):
             raise _unauthorized(token)

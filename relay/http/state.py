@@ -8,6 +8,7 @@ from aiohttp import web
 from ..auth import ClientSecretStore
 from ..config import Settings
 from ..registry import CallRegistry
+from ..shards import ShardClient, ShardLayout
 from ..upstream.openai import OpenAIConnector
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -15,5 +16,7 @@ REGISTRY = web.AppKey("registry", CallRegistry)
 CLIENT_SECRETS = web.AppKey("client_secrets", ClientSecretStore)
 HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
 CONNECTOR = web.AppKey("connector", OpenAIConnector)
+SHARD = web.AppKey("shard", ShardLayout)
+SHARD_CLIENT = web.AppKey("shard_client", ShardClient)
 #: The in-process OpenAI emulator, when no OpenAI key is configured.
 EMULATOR = web.AppKey("embedded_emulator", web.Application)

@@ -170,13 +170,12 @@ class _UpstreamGuard:
     async def __aenter__(self) -> None:
         return None
 
-    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None or isinstance(exc, RelayError):
-            return False
+            return
         if isinstance(exc, asyncio.TimeoutError):
             raise UpstreamTimeout(f"Timed out trying to {self._what} at {self._host}.") from None
         if isinstance(exc, aiohttp.ClientError):
             raise UpstreamError(
                 f"Could not {self._what} at {self._host}: {type(exc).__name__}."
             ) from None
-        return False

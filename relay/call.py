@@ -32,22 +32,18 @@ from av import AudioFrame
 from . import aiortc_patches
 from .config import Settings
 from .errors import InvalidOffer, RelayError, UpstreamError, UpstreamTimeout
-from .events import EventBridge
+from .events import EventBridge, transcript_entry
 from .media.denoise import Denoiser
 from .media.tracks import PacketForwardTrack, UplinkTrack
-from .media.uplink import CallerAudio
+from .media.uplink import CallerAudio, To24kMono, to_mono
+from .metrics import RelayMetrics
 from .taps import CallObserver, Direction, Leg
 from .upstream.openai import OpenAIConnector
 
 logger = logging.getLogger(__name__)
 
-TRANSCRIPT_EVENTS = {
-    "conversation.item.input_audio_transcription.completed": ("user", "transcript"),
-    "response.output_audio_transcript.done": ("agent", "transcript"),
-    "response.audio_transcript.done": ("agent", "transcript"),
-    "response.output_text.done": ("agent", "text"),
-    "response.text.done": ("agent", "text"),
-}
+STATS_INTERVAL_SECS = 2.0
+OBSERVER_CHECK_SECS = 0.5
 
 
 def new_call_id() -> str:
@@ -85,6 +81,7 @@ class Call:
         observers: list[CallObserver],
         on_closed: Callable[[Call], None],
         call_id: str | None = None,
+        metrics: RelayMetrics | None = None,
     ) -> None:
         self.id = call_id or new_call_id()
         self._settings = settings
@@ -92,6 +89,8 @@ class Call:
         self._denoiser = denoiser
         self._observers = list(observers)
         self._on_closed = on_closed
+        self._metrics = metrics
+        self.record = False
         self.state = "setting_up"
         self.outcome: str | None = None
         self.model = ""
@@ -110,7 +109,9 @@ class Call:
         self._closing = False
         self._upstream_connected = asyncio.Event()
         self._speech_stopped_at: float | None = None
-        self.agent_response_latencies: list[float] = []
+        self.last_agent_response_secs: float | None = None
+        self._early_events: list[tuple[Direction, dict[str, Any], float]] = []
+        self._agent_buffer: aiortc_patches.PassThroughAudioBuffer | None = None
         self._log = logging.LoggerAdapter(logger, {"call_id": self.id})
 
     # -- read-only view (relay.taps.CallView) ---------------------------------------
@@ -123,6 +124,7 @@ class Call:
             "model": self.model,
             "dialect": self._connector.dialect,
             "user_agent": self.user_agent,
+            "record": self.record,
             "upstream_call_id": self.upstream_call_id,
             "created_at": self.timings.created_at,
             "ended_at": self.timings.ended_at,
@@ -161,21 +163,38 @@ class Call:
         """Set the call up and return the SDP answer for the browser."""
         self.model = str(request.session.get("model") or self._settings.openai_model)
         self.user_agent = request.user_agent
+        self.record = request.record
         try:
             await self._accept_caller_offer(request.offer_sdp)
             await self._open_upstream(request.session)
             answer = await self._answer_caller()
         except BaseException as exc:
-            outcome = exc.code if isinstance(exc, RelayError) and exc.code else "setup_failed"
-            await self.close(outcome or "setup_failed", notify=False)
+            code = exc.code if isinstance(exc, RelayError) and exc.code else "setup_failed"
+            self._count_setup_failure(exc, code)
+            await self.close(code, notify=False)
             raise
         self.timings.setup_seconds = time.monotonic() - self.timings.setup_started
+        if self._metrics is not None:
+            upstream = self.timings.upstream_seconds or 0.0
+            self._metrics.call_setup_succeeded(self.timings.setup_seconds, upstream)
         self.state = "active"
         for observer in self._observers:
             observer.call_started(self)
+        early, self._early_events = self._early_events, []
+        for direction, event, wallclock in early:  # events that came during set-up
+            self._tap_event(direction, event, wallclock)
         self._spawn(self._watch_caller_media())
+        self._spawn(self._sample_stats())
+        self._spawn(self._follow_observers())
         self._log.info("call %s set up in %.0f ms", self.id, self.timings.setup_seconds * 1000)
         return answer
+
+    def _count_setup_failure(self, exc: BaseException, code: str) -> None:
+        if self._metrics is None:
+            return
+        self._metrics.call_setup_failed(code)
+        if isinstance(exc, UpstreamError):
+            self._metrics.upstream_error(code)
 
     async def _accept_caller_offer(self, offer_sdp: str) -> None:
         pc = self.caller_pc
@@ -193,7 +212,8 @@ class Call:
         transceiver = pc.addTransceiver(self.uplink, direction="sendrecv")
         agent_buffer = aiortc_patches.audio_buffer_of(transceiver.receiver)
         agent_buffer.packet_sink = self._on_agent_packet
-        agent_buffer.decode = any(o.wants_agent_audio(self.id) for o in self._observers)
+        agent_buffer.decode = self._agent_audio_wanted()
+        self._agent_buffer = agent_buffer
         pc.on("track", self._on_agent_track)
         pc.on("connectionstatechange", self._on_upstream_state)
         channel = pc.createDataChannel("oai-events")
@@ -240,8 +260,15 @@ class Call:
         if track.kind != "audio" or self._caller_audio is not None:
             self._spawn(_drain(track))  # never leave a remote track unread
             return
+        on_processed = None
+        if self._metrics is not None:
+            on_processed = self._metrics.leg("caller").processing_seconds.observe
         self._caller_audio = CallerAudio(
-            track, self._denoiser, self.uplink, lambda pcm, t: self._tap_audio("caller", pcm, t)
+            track,
+            self._denoiser,
+            self.uplink,
+            lambda pcm, t: self._tap_audio("caller", pcm, t),
+            on_processed,
         )
         self._spawn(self._caller_audio.run())
 
@@ -250,8 +277,6 @@ class Call:
         self._spawn(self._read_agent_track(track))
 
     async def _read_agent_track(self, track: MediaStreamTrack) -> None:
-        from .media.uplink import To24kMono, to_mono
-
         resampler = To24kMono()
         with contextlib.suppress(Exception):
             while True:
@@ -261,24 +286,60 @@ class Call:
 
     def _on_agent_packet(self, payload: bytes, rtp_timestamp: int) -> None:
         if self._speech_stopped_at is not None:
-            self.agent_response_latencies.append(time.monotonic() - self._speech_stopped_at)
-            self._speech_stopped_at = None
+            self._agent_answered(time.monotonic() - self._speech_stopped_at)
         self.downlink.push(payload, rtp_timestamp)
+
+    def _agent_answered(self, latency_secs: float) -> None:
+        """The first agent audio after the caller stopped speaking."""
+        self._speech_stopped_at = None
+        self.last_agent_response_secs = latency_secs
+        if self._metrics is not None:
+            self._metrics.agent_response_latency_seconds.observe(latency_secs)
+
+    def _agent_audio_wanted(self) -> bool:
+        return any(o.wants_agent_audio(self.id) for o in self._observers)
+
+    async def _follow_observers(self) -> None:
+        """Decode agent audio only while an observer (a recording, a listener) wants it."""
+        while True:
+            await asyncio.sleep(OBSERVER_CHECK_SECS)
+            if self._agent_buffer is not None:
+                self._agent_buffer.decode = self._agent_audio_wanted()
+
+    async def _sample_stats(self) -> None:
+        """Feed getStats (jitter, loss, RTT) and the audio counters to the metrics."""
+        if self._metrics is None:
+            return
+        samplers = {
+            "caller": self._metrics.stats_sampler("caller"),
+            "agent": self._metrics.stats_sampler("agent"),
+        }
+        counters = _AudioCounters(self._metrics)
+        while True:
+            await asyncio.sleep(STATS_INTERVAL_SECS)
+            counters.update(self)
+            samplers["caller"].observe(await self.caller_pc.getStats())
+            samplers["agent"].observe(await self.upstream_pc.getStats())
 
     def _tap_audio(self, leg: Leg, pcm: np.ndarray, wallclock: float) -> None:
         for observer in self._observers:
             observer.audio(self, leg, pcm, wallclock)
 
     def _tap_event(self, direction: Direction, event: dict[str, Any], wallclock: float) -> None:
+        if self.state == "setting_up":
+            self._early_events.append((direction, event, wallclock))
+            return
         kind = event.get("type")
         if kind == "input_audio_buffer.speech_stopped":
             self._speech_stopped_at = time.monotonic()
-        elif kind in TRANSCRIPT_EVENTS:
-            role, field_name = TRANSCRIPT_EVENTS[str(kind)]
-            text = event.get(field_name)
-            if isinstance(text, str):
-                item = {"role": role, "text": text, "item_id": event.get("item_id"), "t": wallclock}
-                self.transcripts.append(item)
+        elif kind == "input_audio_buffer.speech_started":
+            self._speech_stopped_at = None  # a new turn, or barge-in
+        entry = transcript_entry(event) if direction == "server" else None
+        if entry is not None:
+            role, text, item_id = entry
+            self.transcripts.append(
+                {"role": role, "text": text, "item_id": item_id, "t": wallclock}
+            )
         for observer in self._observers:
             observer.event(self, direction, event, wallclock)
 
@@ -362,3 +423,28 @@ async def _drain(track: MediaStreamTrack) -> None:
     with contextlib.suppress(Exception):
         while True:
             await track.recv()
+
+
+class _AudioCounters:
+    """Adds a call's audio counters to the Prometheus counters every few seconds, so the
+    per-frame path does no metrics work."""
+
+    def __init__(self, metrics: RelayMetrics) -> None:
+        self._caller = metrics.leg("caller")
+        self._agent = metrics.leg("agent")
+        self._seen: dict[str, int] = {}
+
+    def _add(self, name: str, value: int, counter: Any) -> None:
+        delta = value - self._seen.get(name, 0)
+        if delta > 0:
+            counter.inc(delta)
+        self._seen[name] = value
+
+    def update(self, call: Call) -> None:
+        caller_in = call._caller_audio.frames_in if call._caller_audio else 0
+        self._add("caller_in", caller_in, self._caller.frames_in)
+        self._add("caller_out", call.uplink.frames_sent, self._caller.frames_out)
+        self._add("caller_dropped", call.uplink.dropped, self._caller.dropped_out)
+        self._add("agent_in", call.downlink.packets_in, self._agent.frames_in)
+        self._add("agent_out", call.downlink.packets_sent, self._agent.frames_out)
+        self._add("agent_dropped", call.downlink.dropped, self._agent.dropped_out)

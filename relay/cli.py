@@ -33,6 +33,13 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in env.get(name, "").split(",") if p.strip())
 
 
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = env.get(name, "").strip() or default
+    if value not in allowed:
+        raise SystemExit(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -100,6 +107,20 @@ def settings_from(env: Mapping[str, str], args: argparse.Namespace) -> Settings:
         ),
         max_calls=int(env.get("RELAY_MAX_CALLS", d.max_calls)),
         workers=int(args.workers or env.get("RELAY_WORKERS") or d.workers),
+        max_loop_lag_ms=float(env.get("RELAY_MAX_LOOP_LAG_MS", d.max_loop_lag_ms)),
+        metrics_token=_secret(env, "RELAY_METRICS_TOKEN"),
+        recording_policy=_choice(
+            env, "RELAY_RECORDING_POLICY", ("off", "all", "opt_in"), d.recording_policy
+        ),  # type: ignore[arg-type]
+        recording_dir=env.get("RELAY_RECORDING_DIR") or d.recording_dir,
+        recording_retention_days=float(
+            env.get("RELAY_RECORDING_RETENTION_DAYS", d.recording_retention_days)
+        ),
+        webhook_urls=_list(env, "RELAY_WEBHOOK_URLS"),
+        webhook_secret=_secret(env, "RELAY_WEBHOOK_SECRET"),
+        webhook_events=_list(env, "RELAY_WEBHOOK_EVENTS") or d.webhook_events,
+        webhook_max_attempts=int(env.get("RELAY_WEBHOOK_MAX_ATTEMPTS", d.webhook_max_attempts)),
+        webhook_timeout_secs=float(env.get("RELAY_WEBHOOK_TIMEOUT_SECS", d.webhook_timeout_secs)),
         web_root=env.get("RELAY_WEB_ROOT", ""),
         emulator=emulator_settings_from(env, argparse.Namespace()),
     )

@@ -12,6 +12,8 @@ from typing import Literal
 
 Dialect = Literal["ga", "beta"]
 NoiseSuppression = Literal["webrtc", "rnnoise", "off"]
+RecordingPolicy = Literal["off", "all", "opt_in"]
+WEBHOOK_EVENT_NAMES = ("call.started", "call.ended", "transcript.completed", "error")
 
 GA_MODEL = "gpt-realtime"
 BETA_MODEL = "gpt-4o-realtime-preview-2024-12-17"
@@ -101,6 +103,27 @@ class Settings:
     max_calls: int = 0
     #: Worker processes (shards) behind the port; 0 means one per core.
     workers: int = 0
+    #: A shard whose event loop has lagged more than this recently takes no new calls.
+    max_loop_lag_ms: float = 100.0
+    #: Token for ``GET /metrics``; unset leaves it open.
+    metrics_token: Secret | None = None
+    #: Which calls are recorded: ``off``, ``all``, or ``opt_in`` (the client asks with
+    #: the ``X-Relay-Record: 1`` header on its offer).
+    recording_policy: RecordingPolicy = "off"
+    #: Folder of recordings (``<dir>/<YYYY-MM-DD>/<call id>/``).
+    recording_dir: str = "recordings"
+    #: Recordings older than this are deleted (0 keeps them all).
+    recording_retention_days: float = 30.0
+    #: URLs that receive webhook POSTs.
+    webhook_urls: tuple[str, ...] = ()
+    #: HMAC-SHA256 key for webhook signatures.
+    webhook_secret: Secret | None = None
+    #: Webhook events sent.
+    webhook_events: tuple[str, ...] = WEBHOOK_EVENT_NAMES
+    #: Attempts per webhook delivery (exponential backoff between them).
+    webhook_max_attempts: int = 5
+    #: Bound on one webhook POST.
+    webhook_timeout_secs: float = 5.0
     #: Folder of the browser client (``web/``); empty: the one next to the package.
     web_root: str = ""
     #: Emulator used when ``openai_api_key`` is ``None``.

@@ -25,6 +25,27 @@ logger = logging.getLogger(__name__)
 EventTap = Callable[[Direction, dict[str, Any], float], None]
 MAX_PENDING = 10_000
 
+#: Server events that complete a turn's transcript: (role, field holding the text).
+TRANSCRIPT_EVENTS: dict[str, tuple[str, str]] = {
+    "conversation.item.input_audio_transcription.completed": ("user", "transcript"),
+    "response.output_audio_transcript.done": ("agent", "transcript"),
+    "response.audio_transcript.done": ("agent", "transcript"),
+    "response.output_text.done": ("agent", "text"),
+    "response.text.done": ("agent", "text"),
+}
+
+
+def transcript_entry(event: dict[str, Any]) -> tuple[str, str, str | None] | None:
+    """``(role, text, item_id)`` if ``event`` completes a turn's transcript."""
+    spec = TRANSCRIPT_EVENTS.get(str(event.get("type")))
+    if spec is None:
+        return None
+    text = event.get(spec[1])
+    if not isinstance(text, str):
+        return None
+    item_id = event.get("item_id")
+    return spec[0], text, item_id if isinstance(item_id, str) else None
+
 
 def error_event(code: str, message: str, event_id: str | None = None) -> str:
     """An ``error`` server event in OpenAI's shape."""

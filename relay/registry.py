@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from .call import Call
 from .errors import Overloaded
@@ -15,10 +16,20 @@ logger = logging.getLogger(__name__)
 class CallRegistry:
     """Owns every live :class:`Call` of this process; closes them all at shutdown."""
 
-    def __init__(self, max_calls: int = 0) -> None:
+    def __init__(
+        self,
+        max_calls: int = 0,
+        *,
+        loop_lag_secs: Callable[[], float] | None = None,
+        max_loop_lag_secs: float = 0.1,
+    ) -> None:
         self._calls: dict[str, Call] = {}
         self._observers: list[CallObserver] = []
         self._max_calls = max_calls
+        #: Recent event-loop lag (set once the probe runs): a lagging loop means the
+        #: calls already here are close to losing audio, so new ones go elsewhere.
+        self.loop_lag_secs = loop_lag_secs
+        self._max_lag = max_loop_lag_secs
         self.draining = False
 
     @property
@@ -34,10 +45,16 @@ class CallRegistry:
             raise Overloaded("The relay is shutting down; retry on another instance.")
         if self._max_calls and len(self._calls) >= self._max_calls:
             raise Overloaded(f"The relay is at its limit of {self._max_calls} calls.")
+        if self.lagging:
+            raise Overloaded("The relay is overloaded (its event loop is lagging); retry shortly.")
 
     @property
     def full(self) -> bool:
         return bool(self._max_calls) and len(self._calls) >= self._max_calls
+
+    @property
+    def lagging(self) -> bool:
+        return self.loop_lag_secs is not None and self.loop_lag_secs() > self._max_lag
 
     def add(self, call: Call) -> None:
         self._calls[call.id] = call

@@ -121,29 +121,34 @@ class ShardClient:
         sessions, self._sessions = list(self._sessions.values()), {}
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
 
-    async def get_json(self, index: int, path: str) -> Any:
-        async with self._session(index).get(f"http://shard{path}", timeout=self._timeout) as r:
+    async def get_json(self, index: int, path: str, headers: dict[str, str] | None = None) -> Any:
+        url = f"http://shard{path}"
+        async with self._session(index).get(url, headers=headers, timeout=self._timeout) as r:
             if r.status == 404:
                 return None
             r.raise_for_status()
             return await r.json()
 
-    async def get_text(self, index: int, path: str) -> str:
-        async with self._session(index).get(f"http://shard{path}", timeout=self._timeout) as r:
+    async def get_text(self, index: int, path: str, headers: dict[str, str] | None = None) -> str:
+        url = f"http://shard{path}"
+        async with self._session(index).get(url, headers=headers, timeout=self._timeout) as r:
             r.raise_for_status()
             return await r.text()
 
-    async def gather(self, path: str, *, text: bool = False) -> list[Any]:
-        """``path`` from every sibling (failures are logged and left out)."""
+    async def gather(self, path: str, headers: dict[str, str] | None = None) -> dict[int, Any]:
+        """``path`` (JSON, or text for ``/metrics``) from every sibling, by shard index;
+        a sibling that fails is logged and left out."""
         siblings = self.siblings()
-        fetch = self.get_text if text else self.get_json
-        results = await asyncio.gather(*(fetch(i, path) for i in siblings), return_exceptions=True)
-        answers = []
+        fetch = self.get_text if path.startswith("/metrics") else self.get_json
+        results = await asyncio.gather(
+            *(fetch(i, path, headers) for i in siblings), return_exceptions=True
+        )
+        answers: dict[int, Any] = {}
         for index, result in zip(siblings, results, strict=True):
             if isinstance(result, BaseException):
                 logger.warning("shard %d did not answer %s: %s", index, path, result)
             else:
-                answers.append(result)
+                answers[index] = result
         return answers
 
     async def forward(self, request: web.Request, index: int) -> web.StreamResponse:
@@ -217,3 +222,38 @@ async def _pump_both(
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+def label_shard(exposition: str, shard: int) -> dict[str, list[str]]:
+    """Prometheus text by metric family, every sample labelled with its shard."""
+    families: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in exposition.splitlines():
+        if not line:
+            continue
+        if line.startswith("# HELP "):
+            current = families.setdefault(line.split(" ", 3)[2], [])
+            if not current:
+                current.append(line)
+            continue
+        if line.startswith("#"):
+            if len(current) == 1:
+                current.append(line)  # the TYPE line, once
+            continue
+        name, brace, rest = line.partition("{")
+        if brace:
+            current.append(f'{name}{{shard="{shard}",{rest}')
+        else:
+            name, _, value = line.partition(" ")
+            current.append(f'{name}{{shard="{shard}"}} {value}')
+    return families
+
+
+def merge_expositions(by_shard: dict[int, str]) -> str:
+    """One exposition of every shard's metrics: each family once, samples labelled."""
+    merged: dict[str, list[str]] = {}
+    for shard, text in sorted(by_shard.items()):
+        for family, lines in label_shard(text, shard).items():
+            target = merged.setdefault(family, [])
+            target.extend(lines if not target else [x for x in lines if not x.startswith("#")])
+    return "".join(line + "\n" for lines in merged.values() for line in lines)

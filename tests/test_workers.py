@@ -8,10 +8,12 @@ import subprocess
 from pathlib import Path
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 from support import PacedAudioSource, RealtimeClient
 from test_process import free_port, start, wait_healthy
 
 RELAY_KEY = "relay-workers-test-key-0123456789"
+ADMIN = "workers-admin-token-0123456789"
 
 
 async def test_two_shards_route_follow_ups_to_the_owner(tmp_path: Path) -> None:
@@ -22,6 +24,7 @@ async def test_two_shards_route_follow_ups_to_the_owner(tmp_path: Path) -> None:
             "RELAY_ICE_ADDRESSES": "127.0.0.1",
             "RELAY_NOISE_SUPPRESSION": "off",
             "RELAY_API_KEY": RELAY_KEY,
+            "RELAY_ADMIN_TOKEN": ADMIN,
         },
         tmp_path / "relay.log",
     )
@@ -57,6 +60,19 @@ async def test_two_shards_route_follow_ups_to_the_owner(tmp_path: Path) -> None:
         assert used_foreign_secret, "no call used a secret minted by the other shard"
         assert all(cid.startswith(f"rtc_s{shard}_") for cid, shard in owners.items())
 
+        async with aiohttp.ClientSession() as http:  # any shard answers for all of them
+            auth = {"Authorization": f"Bearer {ADMIN}"}
+            listed = await http.get(f"{base}/api/calls", headers=auth)
+            assert listed.status == 200
+            assert {c["id"] for c in (await listed.json())["data"]} == set(owners)
+            metrics = await (await http.get(f"{base}/metrics")).text()
+            active = {
+                sample.labels["shard"]: sample.value
+                for family in text_string_to_metric_families(metrics)
+                for sample in family.samples
+                if sample.name == "realtime_relay_calls_active"
+            }
+            assert sum(active.values()) == len(owners) and set(active) == {"0", "1"}
         for call_id, owner in owners.items():
             async with aiohttp.ClientSession() as http:
                 response = await http.post(

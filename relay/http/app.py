@@ -13,11 +13,16 @@ from aiohttp import web
 from .. import aiortc_patches
 from ..auth import ClientSecretStore
 from ..config import Secret, Settings
+from ..metrics import RelayMetrics
+from ..monitor import MonitorHub
+from ..recording import Recorder
 from ..registry import CallRegistry
 from ..shards import SINGLE, ShardClient, ShardLayout
 from ..upstream.openai import OpenAIConnector
+from ..webhooks import WebhookDispatcher
 from .cors import cors_middleware
 from .errors import error_middleware
+from .ops_routes import Ops, setup_ops_routes
 from .realtime_routes import setup_realtime_routes
 from .shard_routes import setup_shard_routes, shard_middleware
 from .state import (
@@ -25,6 +30,7 @@ from .state import (
     CONNECTOR,
     EMULATOR,
     HTTP_CLIENT,
+    METRICS,
     REGISTRY,
     SETTINGS,
     SHARD,
@@ -44,12 +50,15 @@ def create_app(
     ``shard`` places this process among sibling workers (``serve --workers N``)."""
     aiortc_patches.install()
     aiortc_patches.restrict_host_addresses(settings.ice_addresses)
-    middlewares = [error_middleware, shard_middleware]
+    # Outermost first: shard routing sees every answer, errors included.
+    middlewares = [shard_middleware, error_middleware]
     if settings.cors_origins:
         middlewares.insert(0, cors_middleware(settings.cors_origins))
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_sdp_bytes * 2)
     app[SETTINGS] = settings
-    app[REGISTRY] = CallRegistry(settings.max_calls)
+    app[REGISTRY] = CallRegistry(
+        settings.max_calls, max_loop_lag_secs=settings.max_loop_lag_ms / 1000
+    )
     app[SHARD] = shard
     app[CLIENT_SECRETS] = ClientSecretStore(
         new_value=shard.new_secret_value if shard.sharded else None
@@ -60,6 +69,7 @@ def create_app(
     app.on_shutdown.append(_close_calls)
     setup_realtime_routes(app)
     setup_shard_routes(app)
+    _setup_ops(app, settings)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     _setup_web(app, web_root or Path(settings.web_root or DEFAULT_WEB_ROOT))
@@ -70,6 +80,45 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession() as session:
         app[HTTP_CLIENT] = session
         yield
+
+
+def _setup_ops(app: web.Application, settings: Settings) -> None:
+    """Metrics, recording, monitoring and webhooks, as observers of every call."""
+    metrics = RelayMetrics()
+    recorder = None
+    if settings.recording_policy != "off":
+        recorder = Recorder(
+            Path(settings.recording_dir),
+            policy=settings.recording_policy,
+            retention_days=settings.recording_retention_days,
+            metrics=metrics,
+        )
+    webhooks = None
+    if settings.webhook_urls:
+        webhooks = WebhookDispatcher(
+            settings.webhook_urls,
+            secret=settings.webhook_secret,
+            metrics=metrics,
+            events=settings.webhook_events,
+            max_attempts=settings.webhook_max_attempts,
+            timeout_secs=settings.webhook_timeout_secs,
+        )
+    ops = Ops(
+        directory=app[REGISTRY],
+        metrics=metrics,
+        hub=MonitorHub(metrics),
+        recorder=recorder,
+        webhooks=webhooks,
+        admin_token=settings.admin_token,
+        metrics_token=settings.metrics_token,
+        max_calls=settings.max_calls,
+        web_root=Path(settings.web_root) if settings.web_root else None,
+    )
+    app[METRICS] = metrics
+    app[REGISTRY].loop_lag_secs = ops.loop_lag.recent_max_secs
+    # After _close_calls (on_shutdown): calls end, and are recorded and announced,
+    # before subscribers and writers close.
+    setup_ops_routes(app, ops)
 
 
 async def _shard_client(app: web.Application) -> AsyncIterator[None]:
@@ -141,6 +190,8 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "draining", "calls": len(registry)}, status=503)
     if registry.full:
         return web.json_response({"status": "full", "calls": len(registry)}, status=503)
+    if registry.lagging:
+        return web.json_response({"status": "overloaded", "calls": len(registry)}, status=503)
     return web.json_response({"status": "ready", "calls": len(registry)})
 
 

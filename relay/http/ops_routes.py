@@ -177,9 +177,7 @@ def _check_token(request: web.Request, expected: Secret | None) -> web.Response 
     if token is not None and same_secret(token, expected):
         return None
     message = (
-        "Missing bearer authentication in header."
-        if token is None
-        else "Incorrect admin token provided."
+        "Missing bearer authentication in header." if token is None else "Incorrect token provided."
     )
     return error_response(
         401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"}

@@ -16,7 +16,7 @@ from ..errors import InvalidRequest, NotFound, PayloadTooLarge, Unauthorized
 from ..media.denoise import make_denoiser
 from ..sdp import validate_offer
 from ..upstream.session_config import complete_session, merge_sessions
-from .state import CLIENT_SECRETS, CONNECTOR, REGISTRY, SETTINGS, SHARD, SHARD_CLIENT
+from .state import CLIENT_SECRETS, CONNECTOR, METRICS, REGISTRY, SETTINGS, SHARD, SHARD_CLIENT
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,7 @@ async def create_call(request: web.Request) -> web.Response:
         denoiser=make_denoiser(settings.noise_suppression),
         observers=registry.observers,
         on_closed=registry.discard,
+        metrics=app[METRICS],
     )
     registry.add(call)
     call_request = CallRequest(

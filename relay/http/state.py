@@ -7,6 +7,7 @@ from aiohttp import web
 
 from ..auth import ClientSecretStore
 from ..config import Settings
+from ..metrics import RelayMetrics
 from ..registry import CallRegistry
 from ..shards import ShardClient, ShardLayout
 from ..upstream.openai import OpenAIConnector
@@ -17,6 +18,7 @@ CLIENT_SECRETS = web.AppKey("client_secrets", ClientSecretStore)
 HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
 CONNECTOR = web.AppKey("connector", OpenAIConnector)
 SHARD = web.AppKey("shard", ShardLayout)
+METRICS = web.AppKey("metrics", RelayMetrics)
 SHARD_CLIENT = web.AppKey("shard_client", ShardClient)
 #: The in-process OpenAI emulator, when no OpenAI key is configured.
 EMULATOR = web.AppKey("embedded_emulator", web.Application)

@@ -1,0 +1,353 @@
+"""Server events and the objects inside them, in the GA or the beta dialect.
+
+Beta -> GA renames (protocol notes §3.3): ``conversation.item.created`` became
+``conversation.item.added`` + ``conversation.item.done``; ``response.text.*`` became
+``response.output_text.*``; ``response.audio*`` became ``response.output_audio*``;
+assistant content ``text``/``audio`` became ``output_text``/``output_audio``. GA delta
+events also carry an ``obfuscation`` padding string.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from . import ids
+from .errors import ApiError
+from .session_config import Dialect
+
+Event = dict[str, Any]
+
+#: Shown in ``rate_limits.updated`` (values seen in real traces).
+REQUESTS_LIMIT = 20_000
+TOKENS_LIMIT = 15_000_000
+
+
+class EventFactory:
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        ga = dialect == "ga"
+        self.text_delta_type = "response.output_text.delta" if ga else "response.text.delta"
+        self.text_done_type = "response.output_text.done" if ga else "response.text.done"
+        self.transcript_delta_type = (
+            "response.output_audio_transcript.delta" if ga else "response.audio_transcript.delta"
+        )
+        self.transcript_done_type = (
+            "response.output_audio_transcript.done" if ga else "response.audio_transcript.done"
+        )
+        self.audio_done_type = "response.output_audio.done" if ga else "response.audio.done"
+        self.assistant_audio = "output_audio" if ga else "audio"
+        self.assistant_text = "output_text" if ga else "text"
+
+    @staticmethod
+    def event(type_: str, **fields: Any) -> Event:
+        return {"type": type_, "event_id": ids.event_id(), **fields}
+
+    def _delta(self, type_: str, **fields: Any) -> Event:
+        event = self.event(type_, **fields)
+        if self.dialect == "ga":
+            event["obfuscation"] = secrets.token_urlsafe(9)[: 4 + secrets.randbelow(10)]
+        return event
+
+    # -- session and errors --
+
+    def error(self, error: ApiError, client_event_id: str | None = None) -> Event:
+        body = error.body()["error"]
+        body["event_id"] = client_event_id
+        return self.event("error", error=body)
+
+    def session_created(self, session: dict[str, Any]) -> Event:
+        return self.event("session.created", session=session)
+
+    def session_updated(self, session: dict[str, Any]) -> Event:
+        return self.event("session.updated", session=session)
+
+    # -- input audio buffer --
+
+    def speech_started(self, audio_start_ms: int, item_id: str) -> Event:
+        return self.event(
+            "input_audio_buffer.speech_started", audio_start_ms=audio_start_ms, item_id=item_id
+        )
+
+    def speech_stopped(self, audio_end_ms: int, item_id: str) -> Event:
+        return self.event(
+            "input_audio_buffer.speech_stopped", audio_end_ms=audio_end_ms, item_id=item_id
+        )
+
+    def committed(self, previous_item_id: str | None, item_id: str) -> Event:
+        return self.event(
+            "input_audio_buffer.committed", previous_item_id=previous_item_id, item_id=item_id
+        )
+
+    def input_cleared(self) -> Event:
+        return self.event("input_audio_buffer.cleared")
+
+    def timeout_triggered(self, audio_start_ms: int, audio_end_ms: int, item_id: str) -> Event:
+        return self.event(
+            "input_audio_buffer.timeout_triggered",
+            audio_start_ms=audio_start_ms,
+            audio_end_ms=audio_end_ms,
+            item_id=item_id,
+        )
+
+    def audio_buffer(self, kind: str, response_id: str) -> Event:
+        """``output_audio_buffer.started|stopped|cleared``; ids are 16 hex (observed)."""
+        return {
+            "type": f"output_audio_buffer.{kind}",
+            "event_id": ids.audio_buffer_event_id(),
+            "response_id": response_id,
+        }
+
+    # -- conversation --
+
+    def item_added(self, previous_item_id: str | None, item: dict[str, Any]) -> Event:
+        type_ = "conversation.item.added" if self.dialect == "ga" else "conversation.item.created"
+        return self.event(type_, previous_item_id=previous_item_id, item=item)
+
+    def item_done(self, previous_item_id: str | None, item: dict[str, Any]) -> list[Event]:
+        """GA confirms the final item; the beta has no such event."""
+        if self.dialect != "ga":
+            return []
+        return [self.event("conversation.item.done", previous_item_id=previous_item_id, item=item)]
+
+    def item_retrieved(self, item: dict[str, Any]) -> Event:
+        return self.event("conversation.item.retrieved", item=item)
+
+    def item_deleted(self, item_id: str) -> Event:
+        return self.event("conversation.item.deleted", item_id=item_id)
+
+    def item_truncated(self, item_id: str, content_index: int, audio_end_ms: int) -> Event:
+        return self.event(
+            "conversation.item.truncated",
+            item_id=item_id,
+            content_index=content_index,
+            audio_end_ms=audio_end_ms,
+        )
+
+    def transcription_delta(
+        self, item_id: str, delta: str, logprobs: list[dict[str, Any]] | None
+    ) -> Event:
+        event = self._delta(
+            "conversation.item.input_audio_transcription.delta",
+            item_id=item_id,
+            content_index=0,
+            delta=delta,
+        )
+        if logprobs is not None:
+            event["logprobs"] = logprobs
+        return event
+
+    def transcription_completed(
+        self,
+        item_id: str,
+        transcript: str,
+        usage: dict[str, Any],
+        logprobs: list[dict[str, Any]] | None,
+    ) -> Event:
+        event = self.event(
+            "conversation.item.input_audio_transcription.completed",
+            item_id=item_id,
+            content_index=0,
+            transcript=transcript,
+            usage=usage,
+        )
+        if logprobs is not None:
+            event["logprobs"] = logprobs
+        return event
+
+    # -- responses --
+
+    def response_created(self, response: dict[str, Any]) -> Event:
+        return self.event("response.created", response=response)
+
+    def response_done(self, response: dict[str, Any]) -> Event:
+        return self.event("response.done", response=response)
+
+    def output_item(
+        self, kind: str, response_id: str, output_index: int, item: dict[str, Any]
+    ) -> Event:
+        return self.event(
+            f"response.output_item.{kind}",
+            response_id=response_id,
+            output_index=output_index,
+            item=item,
+        )
+
+    def content_part(
+        self, kind: str, response_id: str, item_id: str, output_index: int, part: dict[str, Any]
+    ) -> Event:
+        return self.event(
+            f"response.content_part.{kind}",
+            response_id=response_id,
+            item_id=item_id,
+            output_index=output_index,
+            content_index=0,
+            part=part,
+        )
+
+    def text_delta(
+        self, audio: bool, response_id: str, item_id: str, output_index: int, delta: str
+    ) -> Event:
+        type_ = self.transcript_delta_type if audio else self.text_delta_type
+        return self._delta(
+            type_,
+            response_id=response_id,
+            item_id=item_id,
+            output_index=output_index,
+            content_index=0,
+            delta=delta,
+        )
+
+    def text_done(
+        self, audio: bool, response_id: str, item_id: str, output_index: int, text: str
+    ) -> Event:
+        if audio:
+            return self.event(
+                self.transcript_done_type,
+                response_id=response_id,
+                item_id=item_id,
+                output_index=output_index,
+                content_index=0,
+                transcript=text,
+            )
+        return self.event(
+            self.text_done_type,
+            response_id=response_id,
+            item_id=item_id,
+            output_index=output_index,
+            content_index=0,
+            text=text,
+        )
+
+    def audio_done(self, response_id: str, item_id: str, output_index: int) -> Event:
+        return self.event(
+            self.audio_done_type,
+            response_id=response_id,
+            item_id=item_id,
+            output_index=output_index,
+            content_index=0,
+        )
+
+    def arguments_delta(
+        self, response_id: str, item_id: str, output_index: int, call_id: str, delta: str
+    ) -> Event:
+        return self._delta(
+            "response.function_call_arguments.delta",
+            response_id=response_id,
+            item_id=item_id,
+            output_index=output_index,
+            call_id=call_id,
+            delta=delta,
+        )
+
+    def arguments_done(
+        self,
+        response_id: str,
+        item_id: str,
+        output_index: int,
+        call_id: str,
+        name: str,
+        arguments: str,
+    ) -> Event:
+        event = self.event(
+            "response.function_call_arguments.done",
+            response_id=response_id,
+            item_id=item_id,
+            output_index=output_index,
+            call_id=call_id,
+            arguments=arguments,
+        )
+        if self.dialect == "ga":
+            event["name"] = name
+        return event
+
+    def rate_limits(self, tokens_used: int) -> Event:
+        tokens = {
+            "name": "tokens",
+            "limit": TOKENS_LIMIT,
+            "remaining": max(TOKENS_LIMIT - tokens_used, 0),
+            "reset_seconds": round(tokens_used * 60 / TOKENS_LIMIT, 3),
+        }
+        if self.dialect == "ga":  # GA traces carry only the tokens entry
+            return self.event("rate_limits.updated", rate_limits=[tokens])
+        requests = {
+            "name": "requests",
+            "limit": REQUESTS_LIMIT,
+            "remaining": REQUESTS_LIMIT - 1,
+            "reset_seconds": 0.003,
+        }
+        return self.event("rate_limits.updated", rate_limits=[requests, tokens])
+
+    # -- object shapes --
+
+    def assistant_part(self, audio: bool, text: str = "") -> dict[str, Any]:
+        """``part`` of ``response.content_part.*``: still ``audio``/``text`` in GA."""
+        return {"type": "audio", "transcript": text} if audio else {"type": "text", "text": text}
+
+    def assistant_content(self, audio: bool, text: str) -> dict[str, Any]:
+        if audio:
+            return {"type": self.assistant_audio, "transcript": text}
+        return {"type": self.assistant_text, "text": text}
+
+    def response(
+        self,
+        response_id: str,
+        *,
+        status: str,
+        output: list[dict[str, Any]],
+        conversation_id: str | None,
+        audio: bool,
+        voice: str,
+        output_format: Any,
+        max_output_tokens: int | str,
+        temperature: float,
+        status_details: dict[str, Any] | None = None,
+        usage: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": response_id,
+            "object": "realtime.response",
+            "status": status,
+            "status_details": status_details,
+            "output": output,
+            "conversation_id": conversation_id,
+            "max_output_tokens": max_output_tokens,
+            "usage": usage,
+            "metadata": metadata,
+        }
+        if self.dialect == "ga":
+            out["output_modalities"] = ["audio"] if audio else ["text"]
+            out["audio"] = {"output": {"format": output_format, "voice": voice}}
+        else:
+            out["modalities"] = ["audio", "text"] if audio else ["text"]
+            out["voice"] = voice
+            out["output_audio_format"] = output_format
+            out["temperature"] = temperature
+        return out
+
+    def usage(
+        self,
+        *,
+        input_text: int,
+        input_audio: int,
+        output_text: int,
+        output_audio: int,
+        cached: int = 0,
+    ) -> dict[str, Any]:
+        input_details: dict[str, Any] = {
+            "text_tokens": input_text,
+            "audio_tokens": input_audio,
+            "cached_tokens": cached,
+            "cached_tokens_details": {"text_tokens": cached, "audio_tokens": 0},
+        }
+        if self.dialect == "ga":
+            input_details["image_tokens"] = 0
+            input_details["cached_tokens_details"]["image_tokens"] = 0
+        return {
+            "total_tokens": input_text + input_audio + output_text + output_audio,
+            "input_tokens": input_text + input_audio,
+            "output_tokens": output_text + output_audio,
+            "input_token_details": input_details,
+            "output_token_details": {"text_tokens": output_text, "audio_tokens": output_audio},
+        }

@@ -1,0 +1,42 @@
+"""A process that records one call in real time until it is killed (the crash test).
+
+Usage: ``python record_child.py <root>``. Prints ``started`` once the call is being
+recorded, then feeds 20 ms caller (440 Hz) and agent (880 Hz) frames stamped with the
+wall clock, plus a transcript event every half second, forever."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ops.fakes import FRAME_SECS, FakeCall, tone  # noqa: E402
+from relay.recording import Recorder  # noqa: E402
+
+CALL_ID = "rtc_crash_test"
+
+
+async def main(root: Path) -> None:
+    recorder = Recorder(root, policy="all", flush_interval_secs=0.25)
+    await recorder.open()
+    call = FakeCall(CALL_ID)
+    recorder.call_started(call)
+    print("started", flush=True)
+    t0 = time.time()
+    index = 0
+    while True:
+        stamp = t0 + index * FRAME_SECS
+        await asyncio.sleep(max(0.0, stamp - time.time()))
+        recorder.audio(call, "caller", tone(440, start=index * 480), stamp)
+        recorder.audio(call, "agent", tone(880, start=index * 480), stamp)
+        if index % 25 == 0:
+            done = {"type": "response.output_audio_transcript.done", "transcript": f"turn {index}"}
+            recorder.event(call, "server", done, stamp)
+        index += 1
+
+
+if __name__ == "__main__":
+    asyncio.run(main(Path(sys.argv[1])))

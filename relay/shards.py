@@ -194,26 +194,26 @@ def _forward_headers(request: web.Request, *, websocket: bool = False) -> dict[s
     return {k: v for k, v in request.headers.items() if k.lower() not in skip}
 
 
+async def _pipe(
+    source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+    sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+) -> None:
+    async for message in source:
+        if message.type == WSMsgType.TEXT:
+            await sink.send_str(message.data)
+        elif message.type == WSMsgType.BINARY:
+            await sink.send_bytes(message.data)
+    await sink.close()
+
+
 async def _pump_both(
     downstream: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse
 ) -> None:
-    async def up_to_down() -> None:
-        async for message in upstream:
-            if message.type == WSMsgType.TEXT:
-                await downstream.send_str(message.data)
-            elif message.type == WSMsgType.BINARY:
-                await downstream.send_bytes(message.data)
-        await downstream.close()
-
-    async def down_to_up() -> None:
-        async for message in downstream:
-            if message.type == WSMsgType.TEXT:
-                await upstream.send_str(message.data)
-            elif message.type == WSMsgType.BINARY:
-                await upstream.send_bytes(message.data)
-        await upstream.close()
-
-    tasks = [asyncio.ensure_future(up_to_down()), asyncio.ensure_future(down_to_up())]
+    """Copy messages both ways until either side closes, then close the other."""
+    tasks = [
+        asyncio.ensure_future(_pipe(upstream, downstream)),
+        asyncio.ensure_future(_pipe(downstream, upstream)),
+    ]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

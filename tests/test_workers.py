@@ -73,6 +73,16 @@ async def test_two_shards_route_follow_ups_to_the_owner(tmp_path: Path) -> None:
                 if sample.name == "realtime_relay_calls_active"
             }
             assert sum(active.values()) == len(owners) and set(active) == {"0", "1"}
+            for call_id in list(owners) * 3:  # 12+ connections: both shards forward some
+                async with aiohttp.ClientSession() as ws_http:
+                    ws = await ws_http.ws_connect(
+                        f"{base}/api/calls/{call_id}/events",
+                        protocols=("relay-monitor", f"bearer.{ADMIN}"),
+                    )
+                    snapshot = await ws.receive_json(timeout=5)
+                    assert snapshot["type"] == "relay.snapshot"
+                    assert snapshot["call"]["id"] == call_id
+                    await ws.close()
         for call_id, owner in owners.items():
             async with aiohttp.ClientSession() as http:
                 response = await http.post(

@@ -38,6 +38,8 @@ async def shard_middleware(request: web.Request, handler: Handler) -> web.Stream
 async def _forward(request: web.Request, owner: int) -> web.StreamResponse:
     try:
         response = await request.app[SHARD_CLIENT].forward(request, owner)
+    except aiohttp.WSServerHandshakeError as exc:  # the owner refused the WebSocket
+        response = error_response(exc.status, exc.message or "WebSocket refused.")
     except (aiohttp.ClientError, TimeoutError):
         return error_response(
             502, f"Shard {owner}, which owns this call, did not answer.", type="server_error"

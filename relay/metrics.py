@@ -6,7 +6,7 @@ collide on the global registry. Names carry the ``realtime_relay_`` prefix and t
 labels are low-cardinality only (never a call id): values outside a known list are
 folded into ``other`` so a misbehaving peer cannot create new series.
 
-``deploy/METRICS.md`` documents every metric; ``tests/ops/test_deploy.py`` checks that
+The README ("Metrics") documents every metric; ``tests/ops/test_deploy.py`` checks that
 the dashboard and alert rules only use what this module exports.
 """
 

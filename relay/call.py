@@ -37,6 +37,7 @@ from .media.denoise import Denoiser
 from .media.tracks import PacketForwardTrack, UplinkTrack
 from .media.uplink import CallerAudio, To24kMono, to_mono
 from .metrics import RelayMetrics
+from .sdp import offer_sends_audio
 from .taps import CallObserver, Direction, Leg
 from .upstream.openai import OpenAIConnector
 
@@ -183,7 +184,8 @@ class Call:
         early, self._early_events = self._early_events, []
         for direction, event, wallclock in early:  # events that came during set-up
             self._tap_event(direction, event, wallclock)
-        self._spawn(self._watch_caller_media())
+        if offer_sends_audio(request.offer_sdp):  # a listen-only caller sends nothing
+            self._spawn(self._watch_caller_media())
         self._spawn(self._sample_stats())
         self._spawn(self._follow_observers())
         self._log.info("call %s set up in %.0f ms", self.id, self.timings.setup_seconds * 1000)

@@ -85,7 +85,8 @@ class _Side:
         if len(self.pending) >= MAX_PENDING:
             self.pending.popleft()
             self.dropped += 1
-            logger.warning("%s channel backlog full: dropped an event", self.name)
+            if self.dropped == 1:  # once: a peer without a channel would flood the log
+                logger.warning("%s channel not open: its backlog is full, dropping", self.name)
         self.pending.append(message)
         self.flush()
 

@@ -27,3 +27,14 @@ def validate_offer(sdp: str, *, max_bytes: int) -> str:
         )
     lines = [line.rstrip("\r") for line in text.split("\n")]
     return "\r\n".join(lines) + "\r\n"
+
+
+def offer_sends_audio(sdp: str) -> bool:
+    """Whether the offerer sends audio (an audio m-section that is sendrecv or sendonly)."""
+    sections = re.split(r"\r?\n(?=m=)", sdp)
+    for section in sections:
+        if not section.startswith("m=audio"):
+            continue
+        if re.search(r"^a=(recvonly|inactive)\s*$", section, re.MULTILINE) is None:
+            return True
+    return False

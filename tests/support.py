@@ -142,10 +142,13 @@ class AudioSink:
 class RealtimeClient:
     """An aiortc client of the Realtime WebRTC API: what OpenAI's clients do."""
 
-    def __init__(self, source: PacedAudioSource | None = None) -> None:
+    def __init__(self, source: PacedAudioSource | None = None, send_audio: bool = True) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.source = source or PacedAudioSource()
-        self.pc.addTrack(self.source)
+        if send_audio:
+            self.pc.addTrack(self.source)
+        else:  # a listen-only client: no microphone
+            self.pc.addTransceiver("audio", direction="recvonly")
         self.channel = self.pc.createDataChannel("oai-events")
         self.events: list[dict[str, Any]] = []
         self._new_event = asyncio.Event()
@@ -211,8 +214,10 @@ class RealtimeClient:
 
 
 @contextlib.asynccontextmanager
-async def realtime_client(source: PacedAudioSource | None = None) -> AsyncIterator[RealtimeClient]:
-    client = RealtimeClient(source)
+async def realtime_client(
+    source: PacedAudioSource | None = None, send_audio: bool = True
+) -> AsyncIterator[RealtimeClient]:
+    client = RealtimeClient(source, send_audio)
     try:
         yield client
     finally:

@@ -18,3 +18,15 @@ def test_resampler_emits_each_frame_in_the_push_that_carries_it() -> None:
     assert second.shape == (480,)
     onset = int(np.argmax(second > 5000))
     assert 230 < onset < 260  # at 240 samples (10 ms), within the resampler's few samples
+
+
+def test_offer_sends_audio() -> None:
+    from relay.sdp import offer_sends_audio
+
+    head = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+    data = "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=sendrecv\r\n"
+    assert offer_sends_audio(head + "a=sendrecv\r\n" + data)
+    assert offer_sends_audio(head + "a=sendonly\r\n")
+    assert offer_sends_audio(head)  # sendrecv is the default
+    assert not offer_sends_audio(head + "a=recvonly\r\n" + data)
+    assert not offer_sends_audio(head + "a=inactive\r\n")

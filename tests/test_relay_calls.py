@@ -14,6 +14,8 @@ from pydantic import TypeAdapter
 from relay_fixtures import RelayFactory, RelayUnderTest
 from support import PacedAudioSource, RealtimeClient, realtime_client, rms_dbfs
 
+from relay.http.state import SETTINGS
+
 SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
 
 TURN_EVENTS_IN_ORDER = [
@@ -197,3 +199,25 @@ async def test_rnnoise_mode_reduces_noise_too(
     rnnoise = await start_relay(noise_suppression="rnnoise")
     noise_on, _ = await received_noise_and_speech_dbfs(rnnoise, speech_48k[:48000])
     assert noise_off - noise_on > 6, (noise_off, noise_on)
+
+
+async def test_listen_only_caller_is_not_hung_up(relay: RelayUnderTest) -> None:
+    """A client without a microphone (recvonly audio) is not taken for a dead caller,
+    and hears the agent's spoken answer to a typed message."""
+    async with realtime_client(send_audio=False) as client:
+        call_id = await call_relay(relay, client)
+        await asyncio.sleep(relay.app[SETTINGS].media_timeout_secs + 1)
+        assert relay.registry.get(call_id) is not None
+        client.send(
+            {
+                "type": "conversation.item.create",
+                "item": {
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "Hello"}],
+                },
+            }
+        )
+        client.send({"type": "response.create"})
+        await client.wait_for("output_audio_buffer.stopped", timeout=20)
+        assert client.sink.loud_frames() > 10

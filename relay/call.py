@@ -44,6 +44,7 @@ from .upstream.openai import OpenAIConnector
 logger = logging.getLogger(__name__)
 
 STATS_INTERVAL_SECS = 2.0
+HANGUP_TIMEOUT_SECS = 2.0
 OBSERVER_CHECK_SECS = 0.5
 
 
@@ -389,26 +390,34 @@ class Call:
         was_active = self.state == "active"
         self.state = "ending"
         self.outcome = outcome
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self.upstream_call_id and was_active:
-            await self._connector.hangup(self.upstream_call_id)
-        await asyncio.gather(
-            self.caller_pc.close(), self.upstream_pc.close(), return_exceptions=True
-        )
-        self.uplink.stop()
-        self.downlink.stop()
-        self.timings.ended_at = time.time()
-        self.state = "ended"
-        if notify and was_active:
-            for observer in self._observers:
-                observer.call_ended(self, outcome)
-        self._on_closed(self)
-        self._closed.set()
-        self._log.info("call %s ended: %s", self.id, outcome)
+        try:
+            current = asyncio.current_task()
+            tasks = [t for t in self._tasks if t is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            closing = [self.caller_pc.close(), self.upstream_pc.close()]
+            if self.upstream_call_id and was_active:
+                closing.append(self._hangup_upstream(self.upstream_call_id))
+            await asyncio.gather(*closing, return_exceptions=True)
+        finally:
+            # Even if the close itself is cancelled (a shutdown past its bound), the call
+            # leaves the registry and its observers hear of it exactly once.
+            self.uplink.stop()
+            self.downlink.stop()
+            self.timings.ended_at = time.time()
+            self.state = "ended"
+            if notify and was_active:
+                for observer in self._observers:
+                    observer.call_ended(self, outcome)
+            self._on_closed(self)
+            self._closed.set()
+            self._log.info("call %s ended: %s", self.id, outcome)
+
+    async def _hangup_upstream(self, upstream_call_id: str) -> None:
+        """Tell OpenAI, briefly: the media legs close anyway."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._connector.hangup(upstream_call_id), HANGUP_TIMEOUT_SECS)
 
     async def wait_closed(self) -> None:
         await self._closed.wait()

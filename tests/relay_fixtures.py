@@ -21,6 +21,9 @@ BASE_SETTINGS = Settings(
     noise_suppression="off",
     media_timeout_secs=3.0,
     shutdown_timeout_secs=5.0,
+    # The tests share 2 cores with Chromium and each other: admission by loop lag is
+    # tested on its own (tests/test_admission.py), not left to chance here.
+    max_loop_lag_ms=2000.0,
     emulator=EmulatorSettings(ice_addresses=("127.0.0.1",)),
 )
 

@@ -90,6 +90,25 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
 
 
+@web.middleware
+async def _cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """OpenAI's API lets browsers on any origin call it (the ephemeral-key flow)."""
+    if "Origin" not in request.headers:
+        return await handler(request)
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        response: web.StreamResponse = web.Response(status=204)
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        requested = request.headers.get("Access-Control-Request-Headers")
+        if requested:
+            response.headers["Access-Control-Allow-Headers"] = requested
+        response.headers["Access-Control-Max-Age"] = "86400"
+    else:
+        response = await handler(request)
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Access-Control-Expose-Headers"] = "Location"
+    return response
+
+
 # --- auth ---
 
 
@@ -353,7 +372,7 @@ async def _close_all(app: web.Application) -> None:
 
 def create_emulator_app(settings: EmulatorSettings) -> web.Application:
     """The emulator as an aiohttp app (see the module docstring)."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_cors, _errors])
     app[SETTINGS] = settings
     app[KEYS] = KeyStore(allow_reuse=settings.allow_secret_reuse)
     app[SESSIONS] = CallRegistry()

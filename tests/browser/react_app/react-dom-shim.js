@@ -1,0 +1,3 @@
+const ReactDOM = globalThis.ReactDOM;
+export default ReactDOM;
+export const { createRoot, hydrateRoot } = ReactDOM;

@@ -1,0 +1,134 @@
+/** Types of realtime-client.js (the module itself is plain JavaScript, no build step). */
+
+export declare const DEFAULT_MODEL: "gpt-realtime";
+export declare const DEFAULT_TRANSCRIPTION_MODEL: "whisper-1";
+export declare const DEFAULT_VOICE: "alloy";
+export declare const MIC_CONSTRAINTS: Readonly<{
+  echoCancellation: true;
+  noiseSuppression: true;
+  autoGainControl: true;
+  sampleRate: 24000;
+  channelCount: 1;
+}>;
+
+export type ErrorCodeValue =
+  | "insecure_origin" | "unsupported_browser" | "mic_permission_denied" | "no_mic" | "mic_busy"
+  | "relay_unreachable" | "token_failed" | "unauthorized" | "upstream_unreachable" | "upstream_timeout"
+  | "relay_busy" | "rate_limited" | "direct_mode_disabled" | "relay_error" | "connection_failed"
+  | "connection_lost" | "call_ended" | "autoplay_blocked" | "transcription_missing"
+  | "transcription_failed" | "server_error" | "not_connected";
+
+export declare const ErrorCode: Readonly<Record<string, ErrorCodeValue>>;
+
+export declare class RealtimeClientError extends Error {
+  readonly code: ErrorCodeValue;
+  /** HTTP status of the failed request, or null. */
+  readonly status: number | null;
+  /** The server's error object (OpenAI's envelope `error`), or null. */
+  readonly detail: Record<string, unknown> | null;
+  /** False when the call goes on (autoplay blocked, missing transcription, an `error` event). */
+  readonly fatal: boolean;
+}
+
+/** A server event from the `oai-events` data channel (OpenAI Realtime API). */
+export type RealtimeServerEvent = { type: string; [key: string]: unknown };
+
+export interface RealtimeClientOptions {
+  /** Default "gpt-realtime". */
+  model?: string;
+  /** Default "whisper-1"; null disables transcription of the user's speech. */
+  transcriptionModel?: string | null;
+  /** Default "alloy". */
+  voice?: string;
+  instructions?: string;
+  /** "relay" (default) or "direct" (browser -> OpenAI with a key from `directSessionUrl`). */
+  mode?: "relay" | "direct";
+  /** Origin (and path prefix) of the relay; "" (default) is the page's origin. */
+  baseUrl?: string;
+  /** The host app's backend route returning a relay client secret `{value}`. Default "/api/demo/client_secret". */
+  tokenUrl?: string;
+  /** Extra fetch options (headers, credentials) for the token / direct-session request. */
+  tokenRequestInit?: RequestInit;
+  /** Instead of tokenUrl: returns the client secret. */
+  getToken?: (request: { session: Record<string, unknown> }) => Promise<string | { value: string }>;
+  callsUrl?: string;
+  directSessionUrl?: string;
+  iceServers?: RTCIceServer[];
+  iceGatheringTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  transcriptionTimeoutMs?: number;
+  sessionUpdateOnOpen?: boolean;
+  audioElement?: HTMLAudioElement;
+  /** A piece of the user's transcript (conversation.item.input_audio_transcription.delta). */
+  onTranscriptDelta?: (delta: string, event: RealtimeServerEvent) => void;
+  /** The user's settled transcript of a turn (…input_audio_transcription.completed). */
+  onTranscriptDone?: (transcript: string, event: RealtimeServerEvent) => void;
+  /** The agent finished a response (response.done): its transcript (or text) and the response object. */
+  onAgentResponse?: (text: string, response: Record<string, unknown>) => void;
+  onError?: (error: RealtimeClientError) => void;
+  onEvent?: (event: RealtimeServerEvent) => void;
+  onStateChange?: (state: RealtimeClientState) => void;
+}
+
+export interface ConversationMessage {
+  readonly id: string;
+  readonly role: "user" | "assistant";
+  readonly text: string;
+  readonly final: boolean;
+  readonly source?: "voice" | "text";
+  readonly interrupted: boolean;
+  readonly failed?: boolean;
+}
+
+export interface RealtimeClientState {
+  readonly status: "idle" | "connecting" | "connected" | "disconnected" | "error";
+  readonly isConnecting: boolean;
+  readonly isConnected: boolean;
+  readonly isRecording: boolean;
+  readonly isSpeaking: boolean;
+  readonly isAgentSpeaking: boolean;
+  readonly userTranscript: string;
+  readonly agentTranscript: string;
+  readonly messages: readonly ConversationMessage[];
+  readonly error: RealtimeClientError | null;
+  readonly audioBlocked: boolean;
+  readonly callId: string | null;
+  readonly mode: "relay" | "direct";
+  readonly model: string | null;
+}
+
+export declare class RealtimeVoiceClient extends EventTarget {
+  constructor(options?: RealtimeClientOptions);
+  options: RealtimeClientOptions;
+  readonly state: RealtimeClientState;
+  readonly isConnected: boolean;
+  readonly isConnecting: boolean;
+  readonly isRecording: boolean;
+  readonly isSpeaking: boolean;
+  readonly userTranscript: string;
+  readonly agentTranscript: string;
+  readonly messages: readonly ConversationMessage[];
+  readonly error: RealtimeClientError | null;
+  readonly status: RealtimeClientState["status"];
+  readonly callId: string | null;
+  readonly peerConnection: RTCPeerConnection | null;
+  readonly audioElement: HTMLAudioElement | null;
+  setOptions(options: RealtimeClientOptions): void;
+  subscribe(listener: (state: RealtimeClientState) => void): () => void;
+  getState(): RealtimeClientState;
+  /** Resolves true once the call is up, false if it failed (see state.error / onError). */
+  connect(): Promise<boolean>;
+  disconnect(): Promise<void>;
+  sendMessage(text: string): boolean;
+  sendEvent(event: Record<string, unknown>): boolean;
+  toggleRecording(): boolean;
+  clearTranscripts(): void;
+  clearError(): void;
+  enableAudio(): Promise<boolean>;
+  getMicLevel(): number;
+  getOutputLevel(): number;
+}
+
+export declare function createRealtimeClient(options?: RealtimeClientOptions): RealtimeVoiceClient;
+export default RealtimeVoiceClient;

@@ -452,6 +452,15 @@ def finalise_unfinished(root: Path, active: frozenset[str] = frozenset()) -> lis
     return repaired
 
 
+def _day_end(name: str) -> float:
+    """The Unix time at which the UTC day ``YYYY-MM-DD`` ends."""
+    try:
+        day = datetime.datetime.strptime(name, "%Y-%m-%d").replace(tzinfo=datetime.UTC)
+    except ValueError:  # looks like a date but is not one: never ours to remove
+        return float("inf")
+    return (day + datetime.timedelta(days=1)).timestamp()
+
+
 def sweep_retention(
     root: Path,
     retention_days: float,
@@ -474,7 +483,9 @@ def sweep_retention(
             shutil.rmtree(folder, ignore_errors=True)
             deleted.append(folder.name)
     for day in _day_folders(root):
-        if not any(day.iterdir()):
+        # Only days wholly past the retention: a recent day folder may be getting its
+        # first call folder right now (the writer thread makes both), a race otherwise.
+        if _day_end(day.name) < cutoff and not any(day.iterdir()):
             with contextlib.suppress(OSError):
                 day.rmdir()
     return deleted

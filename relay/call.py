@@ -36,6 +36,7 @@ from .events import EventBridge, transcript_entry
 from .media.denoise import Denoiser
 from .media.tracks import PacketForwardTrack, UplinkTrack
 from .media.uplink import CallerAudio, To24kMono, to_mono
+from .media.voice_onset import VoiceOnsetDetector
 from .metrics import RelayMetrics
 from .sdp import offer_sends_audio
 from .taps import CallObserver, Direction, Leg
@@ -112,6 +113,7 @@ class Call:
         self._upstream_connected = asyncio.Event()
         self._speech_stopped_at: float | None = None
         self.last_agent_response_secs: float | None = None
+        self._voice_onset = VoiceOnsetDetector()
         self._early_events: list[tuple[Direction, dict[str, Any], float]] = []
         self._agent_buffer: aiortc_patches.PassThroughAudioBuffer | None = None
         self._log = logging.LoggerAdapter(logger, {"call_id": self.id})
@@ -288,13 +290,14 @@ class Call:
                     self._tap_audio("agent", pcm, time.time())
 
     def _on_agent_packet(self, payload: bytes, rtp_timestamp: int) -> None:
-        if self._speech_stopped_at is not None:
-            self._agent_answered(time.monotonic() - self._speech_stopped_at)
         self.downlink.push(payload, rtp_timestamp)
+        if self._speech_stopped_at is not None and self._voice_onset.voiced(payload):
+            self._agent_answered(time.monotonic() - self._speech_stopped_at)
 
     def _agent_answered(self, latency_secs: float) -> None:
-        """The first agent audio after the caller stopped speaking."""
+        """The first agent audio with sound in it after the caller stopped speaking."""
         self._speech_stopped_at = None
+        self._voice_onset.reset()
         self.last_agent_response_secs = latency_secs
         if self._metrics is not None:
             self._metrics.agent_response_latency_seconds.observe(latency_secs)
@@ -337,6 +340,7 @@ class Call:
             self._speech_stopped_at = time.monotonic()
         elif kind == "input_audio_buffer.speech_started":
             self._speech_stopped_at = None  # a new turn, or barge-in
+            self._voice_onset.reset()
         entry = transcript_entry(event) if direction == "server" else None
         if entry is not None:
             role, text, item_id = entry

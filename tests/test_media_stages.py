@@ -30,3 +30,27 @@ def test_offer_sends_audio() -> None:
     assert offer_sends_audio(head)  # sendrecv is the default
     assert not offer_sends_audio(head + "a=recvonly\r\n" + data)
     assert not offer_sends_audio(head + "a=inactive\r\n")
+
+
+def test_voice_onset_tells_sound_from_silence() -> None:
+    import fractions
+
+    from av import AudioFrame, CodecContext
+
+    from relay.media.voice_onset import VoiceOnsetDetector
+
+    encoder = CodecContext.create("libopus", "w")
+    encoder.sample_rate, encoder.layout, encoder.format = 48000, "mono", "s16"
+    encoder.time_base = fractions.Fraction(1, 48000)
+
+    def packet(samples: np.ndarray, pts: int) -> bytes:
+        frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = 48000, pts
+        return b"".join(bytes(p) for p in encoder.encode(frame))
+
+    tone = (np.sin(np.arange(960) * 2 * np.pi * 300 / 48000) * 6000).astype(np.int16)
+    silent = [packet(np.zeros(960, np.int16), i * 960) for i in range(5)]
+    voiced = [packet(tone, (5 + i) * 960) for i in range(5)]
+    detector = VoiceOnsetDetector()
+    assert not any(detector.voiced(p) for p in silent if p)
+    assert any(detector.voiced(p) for p in voiced if p)

@@ -77,7 +77,11 @@ async def test_spoken_turn_through_relay(relay: RelayUnderTest, speech_48k: np.n
         agent = client.sink.samples()
         assert client.sink.loud_frames() > 25, "the agent's audio did not reach the caller"
         assert rms_dbfs(agent) > -50
-        snapshot = relay.registry.get(call_id).snapshot()
+        call = relay.registry.get_call(call_id)
+        # Timed to the first agent packet with sound in it, not the silence before it.
+        assert call.last_agent_response_secs is not None
+        assert 0.04 < call.last_agent_response_secs < 5
+        snapshot = call.snapshot()
         assert snapshot["state"] == "active"
         assert snapshot["audio"]["agent_packets_out"] > 25
         assert any(t["role"] == "user" for t in snapshot["transcripts"])

@@ -2,7 +2,7 @@
 servers, ignores ICE consent checks without USE-CANDIDATE. aioice's stock checks lose
 such a call after ~30 s; the relay's must keep it. Real timers, real time.
 
-    .venv/bin/python -m bench.consent_soak [--seconds 150]
+    .venv/bin/python -m bench.consent_soak [--seconds 150] [--stock-consent]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp.test_utils import TestServer
+from aiortc.exceptions import InvalidStateError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -27,8 +28,12 @@ from relay.http.app import create_app  # noqa: E402
 from relay.http.state import EMULATOR, REGISTRY  # noqa: E402
 
 
-async def soak(seconds: float) -> bool:
+async def soak(seconds: float, stock_consent: bool) -> bool:
     aiortc_patches.install()
+    if stock_consent:  # to see what the relay's fix prevents
+        import aioice.ice
+
+        aioice.ice.Connection.query_consent = aiortc_patches.stock_query_consent  # type: ignore[method-assign]
     settings = Settings(
         open_mode=True,
         ice_addresses=("127.0.0.1",),
@@ -52,14 +57,17 @@ async def soak(seconds: float) -> bool:
             elapsed = time.monotonic() - started
             call = server.app[REGISTRY].get_call(call_id)
             mark = len(client.events)
-            client.send({"type": "session.update", "session": {"type": "realtime"}})
             try:
+                client.send({"type": "session.update", "session": {"type": "realtime"}})
                 await client.wait_for("session.updated", timeout=5, after=mark)
                 answered = "yes"
-            except TimeoutError:
+            except (TimeoutError, InvalidStateError):  # no answer, or the channel closed
                 answered, ok = "NO", False
             state = call.upstream_pc.connectionState if call else "call ended"
             ok = ok and call is not None and state == "connected"
+            if call is None:
+                print(f"t={elapsed:6.1f}s the relay ended the call: {state}", flush=True)
+                break
             print(
                 f"t={elapsed:6.1f}s upstream={state:9s} session.update answered={answered} "
                 f"frames at the emulator={emulated.received.frames}",
@@ -75,8 +83,11 @@ async def soak(seconds: float) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=150.0)
+    parser.add_argument(
+        "--stock-consent", action="store_true", help="use aioice's own consent checks"
+    )
     args = parser.parse_args()
-    sys.exit(0 if asyncio.run(soak(args.seconds)) else 1)
+    sys.exit(0 if asyncio.run(soak(args.seconds, args.stock_consent)) else 1)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,8 @@ What is patched, and why (details in the README's "aiortc workarounds"):
   that have their own jitter buffers (the browser's NetEq, OpenAI's), so audio is
   released as soon as it arrives, in order; late or duplicate packets are dropped,
   which keeps aiortc's ``TimestampMapper`` monotonic. A buffer can also hand each
-  payload to a *packet sink*, so agent Opus is forwarded without decode/re-encode.
-* **24 kHz Opus encoder.** aiortc's encoder resamples everything to 48 kHz stereo and
-  re-chunks to 960 samples, which costs ~20 ms on 24 kHz input. libopus takes 24 kHz
-  natively (the RTP clock stays at 48 kHz), so canonical 24 kHz frames go straight in.
+  payload to a *packet sink* instead of aiortc's decoder thread: the caller's Opus is
+  decoded on the spot (relay.media.uplink) and the agent's forwarded as is.
 * **Consent checks with USE-CANDIDATE.** OpenAI's ICE-lite media servers have been seen
   to stop answering consent checks that lack USE-CANDIDATE (libwebrtc sends it), which
   kills calls after ~30 s. A controlling agent now nominates on every consent check.
@@ -24,7 +22,6 @@ What is patched, and why (details in the README's "aiortc workarounds"):
 from __future__ import annotations
 
 import asyncio
-import fractions
 import logging
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -35,22 +32,18 @@ import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 from aioice import stun
 from aiortc import RTCPeerConnection, RTCRtpReceiver
-from aiortc.codecs.opus import OpusEncoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_gt
-from av import AudioFrame, CodecContext
 
 logger = logging.getLogger(__name__)
 
-OPUS_CLOCK = 48000
 PacketSink = Callable[[bytes, int], None]
 """Receives (Opus payload, RTP timestamp) of each in-order packet."""
 
 _stock_get_host_addresses = aioice.ice.get_host_addresses
 #: aioice's own consent checks (kept so a test can show what the fix prevents).
 stock_query_consent = aioice.ice.Connection.query_consent
-_stock_get_encoder = aiortc.rtcrtpsender.get_encoder  # type: ignore[attr-defined]
 _installed = False
 
 
@@ -97,66 +90,6 @@ def audio_buffer_of(receiver: RTCRtpReceiver) -> PassThroughAudioBuffer:
     if not isinstance(buffer, PassThroughAudioBuffer):
         raise RuntimeError("relay.aiortc_patches.install() was not called before the receiver")
     return buffer
-
-
-class Opus24kEncoder:
-    """Encodes 24 kHz mono s16 frames with libopus directly; anything else goes to
-    aiortc's stock encoder. RTP timestamps stay on Opus's 48 kHz clock."""
-
-    RATE = 24000
-    SAMPLES = 480
-
-    def __init__(self, bit_rate: int = 32000) -> None:
-        self._bit_rate = bit_rate
-        self._codec: Any = None
-        self._first_pts: int | None = None
-        self._next_pts = 0
-        self._stock: OpusEncoder | None = None
-
-    def _open(self) -> Any:
-        codec = CodecContext.create("libopus", "w")
-        codec.bit_rate = self._bit_rate
-        codec.format = "s16"
-        codec.layout = "mono"
-        codec.sample_rate = self.RATE
-        codec.time_base = fractions.Fraction(1, self.RATE)
-        codec.options = {"application": "voip"}
-        return codec
-
-    def encode(self, frame: AudioFrame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
-        if (
-            frame.sample_rate != self.RATE
-            or frame.layout.name != "mono"
-            or frame.samples != self.SAMPLES
-            or frame.format.name != "s16"
-        ):
-            if self._stock is None:
-                self._stock = OpusEncoder()
-            return self._stock.encode(frame, force_keyframe)
-        if self._codec is None:
-            self._codec = self._open()
-        # libopus emits one packet per 20 ms frame at once. Its own packet pts ignore
-        # gaps in the input, so the RTP timestamp comes from the frame's pts: a caller's
-        # lost packet stays a gap for OpenAI's receiver to conceal.
-        pts = frame.pts if frame.pts is not None else self._next_pts
-        self._next_pts = pts + frame.samples
-        packets = self._codec.encode(frame)
-        if not packets:
-            return [], None  # type: ignore[return-value]  # aiortc's own convention
-        if self._first_pts is None:
-            self._first_pts = pts
-        return [bytes(p) for p in packets], (pts - self._first_pts) * OPUS_CLOCK // self.RATE
-
-    def pack(self, packet: Any) -> tuple[list[bytes], int]:
-        if self._stock is None:
-            self._stock = OpusEncoder()
-        return self._stock.pack(packet)
-
-
-def _get_encoder(codec: Any) -> Any:
-    if codec.mimeType.lower() == "audio/opus":
-        return Opus24kEncoder()
-    return _stock_get_encoder(codec)
 
 
 async def _query_consent(self: aioice.ice.Connection) -> None:
@@ -206,7 +139,6 @@ def install() -> None:
         return
     # setattr: these names are module globals that aiortc resolves at call time.
     setattr(aiortc.rtcrtpreceiver, "JitterBuffer", _jitter_buffer_factory)  # noqa: B010
-    setattr(aiortc.rtcrtpsender, "get_encoder", _get_encoder)  # noqa: B010
     aioice.ice.Connection.query_consent = _query_consent  # type: ignore[method-assign]
     _installed = True
 

@@ -210,6 +210,27 @@ class Call:
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
         except (ValueError, AssertionError, KeyError, IndexError) as exc:
             raise InvalidOffer(f"Invalid SDP offer: {exc}", param="sdp") from None
+        self._take_caller_audio(pc)
+
+    def _take_caller_audio(self, pc: RTCPeerConnection) -> None:
+        """The caller's packets go straight to the caller pipeline (see relay.media.uplink);
+        aiortc's decoder thread gets nothing, so its remote track never queues a frame."""
+        on_processed = None
+        if self._metrics is not None:
+            on_processed = self._metrics.leg("caller").processing_seconds.observe
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind != "audio":
+                continue
+            buffer = aiortc_patches.audio_buffer_of(transceiver.receiver)
+            buffer.decode = False
+            if self._caller_audio is None:  # the first audio section is the microphone
+                self._caller_audio = CallerAudio(
+                    self._denoiser,
+                    self.uplink,
+                    lambda pcm, t: self._tap_audio("caller", pcm, t),
+                    on_processed,
+                )
+                buffer.packet_sink = self._caller_audio.on_packet
 
     async def _open_upstream(self, session: dict[str, Any]) -> None:
         started = time.monotonic()
@@ -262,20 +283,10 @@ class Call:
     # -- media and events --------------------------------------------------------------
 
     def _on_caller_track(self, track: MediaStreamTrack) -> None:
-        if track.kind != "audio" or self._caller_audio is not None:
-            self._spawn(_drain(track))  # never leave a remote track unread
-            return
-        on_processed = None
-        if self._metrics is not None:
-            on_processed = self._metrics.leg("caller").processing_seconds.observe
-        self._caller_audio = CallerAudio(
-            track,
-            self._denoiser,
-            self.uplink,
-            lambda pcm, t: self._tap_audio("caller", pcm, t),
-            on_processed,
-        )
-        self._spawn(self._caller_audio.run())
+        # Audio arrives through the packet sink; anything else (video) is read and
+        # dropped, so no remote track is ever left unread.
+        if track.kind != "audio":
+            self._spawn(_drain(track))
 
     def _on_agent_track(self, track: MediaStreamTrack) -> None:
         # Frames only reach this track when an observer wants decoded agent audio.

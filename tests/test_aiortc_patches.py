@@ -4,17 +4,15 @@ pinned aiortc: these fail loudly if an upgrade moves the internals they rely on.
 from __future__ import annotations
 
 import asyncio
-import fractions
 
 import aioice.ice
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtp import RtpPacket
-from av import AudioFrame
 from support import PacedAudioSource
 
 from relay import aiortc_patches
-from relay.aiortc_patches import Opus24kEncoder, PassThroughAudioBuffer
+from relay.aiortc_patches import PassThroughAudioBuffer
 
 
 def rtp(seq: int, ts: int, payload: bytes = b"x") -> RtpPacket:
@@ -56,37 +54,6 @@ def test_receivers_get_the_pass_through_buffer() -> None:
             await pc.close()
 
     asyncio.run(run())
-
-
-def frame_24k(pts: int) -> AudioFrame:
-    tone = (np.sin(np.arange(480) * 2 * np.pi * 440 / 24000) * 8000).astype(np.int16)
-    frame = AudioFrame.from_ndarray(tone.reshape(1, -1), format="s16", layout="mono")
-    frame.sample_rate = 24000
-    frame.pts = pts
-    frame.time_base = fractions.Fraction(1, 24000)
-    return frame
-
-
-def test_24k_encoder_has_no_rechunking_delay_and_48k_clock() -> None:
-    encoder = Opus24kEncoder()
-    results = [encoder.encode(frame_24k(i * 480)) for i in range(4)]
-    assert all(len(payloads) == 1 for payloads, _ in results)  # a packet per frame, at once
-    assert [ts for _, ts in results] == [0, 960, 1920, 2880]
-    lost = encoder.encode(frame_24k(6 * 480))  # two frames lost upstream: a gap, kept
-    assert lost[1] == 5760
-
-
-def test_24k_encoder_falls_back_for_other_formats() -> None:
-    encoder = Opus24kEncoder()
-    frame = AudioFrame(format="s16", layout="stereo", samples=960)
-    for plane in frame.planes:
-        plane.update(bytes(plane.buffer_size))
-    frame.sample_rate = 48000
-    frame.pts = 0
-    frame.time_base = fractions.Fraction(1, 48000)
-    encoder.encode(frame)  # stock encoder: may buffer the first frame
-    payloads, _ = encoder.encode(frame)
-    assert payloads
 
 
 def test_restrict_host_addresses() -> None:

@@ -54,3 +54,63 @@ def test_voice_onset_tells_sound_from_silence() -> None:
     detector = VoiceOnsetDetector()
     assert not any(detector.voiced(p) for p in silent if p)
     assert any(detector.voiced(p) for p in voiced if p)
+
+
+def tone_48k(samples: int, start: int = 0) -> np.ndarray:
+    t = np.arange(start, start + samples)
+    return (np.sin(t * 2 * np.pi * 440 / 48000) * 8000).astype(np.int16)
+
+
+def browser_packets(count: int) -> list[bytes]:
+    """20 ms Opus packets of a 440 Hz tone, as a browser would send them."""
+    import fractions
+
+    from av import AudioFrame, CodecContext
+
+    encoder = CodecContext.create("libopus", "w")
+    encoder.sample_rate, encoder.layout, encoder.format = 48000, "mono", "s16"
+    encoder.time_base = fractions.Fraction(1, 48000)
+    packets = []
+    for i in range(count):
+        frame = AudioFrame.from_ndarray(
+            tone_48k(960, i * 960).reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate, frame.pts = 48000, i * 960
+        packets.append(b"".join(bytes(p) for p in encoder.encode(frame)))
+    return packets
+
+
+def test_24k_encoder_emits_a_packet_per_frame_at_once() -> None:
+    from relay.media.opus import Opus24kEncoder, OpusDecoder
+
+    encoder, decoder = Opus24kEncoder(), OpusDecoder()
+    tone = (np.sin(np.arange(480) * 2 * np.pi * 440 / 24000) * 8000).astype(np.int16)
+    payloads = [encoder.encode(tone) for _ in range(5)]
+    assert all(payloads)  # no frame held back for re-chunking
+    decoded = [decoder.decode(p) for p in payloads]
+    assert all(d.size == 960 for d in decoded)  # 20 ms each, decoded at 48 kHz
+    assert np.abs(decoded[-1]).max() > 3000
+
+
+async def test_caller_audio_keeps_loss_as_a_gap_in_the_uplink_timestamps() -> None:
+    """Packets in -> canonical 24 kHz frames to the taps and Opus packets upstream; a
+    lost packet is a 20 ms gap in the uplink's RTP timestamps, not squeezed out."""
+    from relay.media.denoise import NoDenoiser
+    from relay.media.tracks import UplinkTrack
+    from relay.media.uplink import CallerAudio
+
+    uplink = UplinkTrack(max_frames=100)
+    tapped: list[np.ndarray] = []
+    caller = CallerAudio(NoDenoiser(), uplink, lambda pcm, t: tapped.append(pcm))
+    packets = browser_packets(10)
+    base = 123_456
+    for i, payload in enumerate(packets):
+        if i != 4:  # packet 4 is lost
+            caller.on_packet(payload, base + i * 960)
+    assert caller.frames_in == 9 and caller.loss_gaps == 1
+    assert len(tapped) == 9 and all(f.shape == (480,) for f in tapped)
+    sent = [await uplink.recv() for _ in range(9)]
+    steps = [b.pts - a.pts for a, b in zip(sent, sent[1:], strict=False)]
+    assert steps == [960, 960, 960, 1920, 960, 960, 960, 960]
+    assert np.abs(tapped[-1]).max() > 3000  # the tone survives decode and resampling
+    uplink.stop()

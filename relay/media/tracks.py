@@ -13,15 +13,13 @@ import collections
 import fractions
 from typing import Generic, TypeVar
 
-import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
-from av import AudioFrame, Packet
-
-from ..taps import CANONICAL_FRAME_SAMPLES, CANONICAL_RATE
+from av import Packet
 
 T = TypeVar("T")
 OPUS_CLOCK = 48000
+FRAME_TICKS = OPUS_CLOCK // 50  # 20 ms on the RTP clock
 _U32 = 1 << 32
 DEFAULT_MAX_FRAMES = 10  # 200 ms of audio: the most a queue may hold before dropping
 
@@ -53,40 +51,42 @@ class _DropOldestQueue(Generic[T]):
 
 
 class UplinkTrack(MediaStreamTrack):
-    """Canonical caller audio (24 kHz mono PCM16, 20 ms frames) to OpenAI.
+    """Canonical caller audio to OpenAI, as Opus packets the relay encoded itself
+    (aiortc's sender only packs them: no encode executor, no re-chunking).
 
-    ``pts`` comes from the caller's RTP clock, so a lost packet stays a gap in the
-    RTP timestamps and OpenAI's receiver conceals it in the right place."""
+    ``pts`` is on the 48 kHz RTP clock and follows the caller's own timestamps, so a
+    lost packet stays a gap in the RTP timestamps and OpenAI's receiver conceals it in
+    the right place."""
 
     kind = "audio"
 
     def __init__(self, max_frames: int = DEFAULT_MAX_FRAMES) -> None:
         super().__init__()
-        self._queue: _DropOldestQueue[tuple[np.ndarray, int]] = _DropOldestQueue(max_frames)
-        self._last_pts = -CANONICAL_FRAME_SAMPLES
-        self._time_base = fractions.Fraction(1, CANONICAL_RATE)
+        self._queue: _DropOldestQueue[tuple[bytes, int]] = _DropOldestQueue(max_frames)
+        self._last_pts = -FRAME_TICKS
+        self._time_base = fractions.Fraction(1, OPUS_CLOCK)
         self.frames_sent = 0
 
     @property
     def dropped(self) -> int:
         return self._queue.dropped
 
-    def push(self, pcm: np.ndarray, pts: int) -> None:
-        self._queue.put((pcm, pts))
+    def push(self, payload: bytes, pts: int) -> None:
+        if payload:
+            self._queue.put((payload, pts))
 
-    async def recv(self) -> AudioFrame:
+    async def recv(self) -> Packet:  # type: ignore[type-arg]
         if self.readyState != "live":
             raise MediaStreamError
-        pcm, pts = await self._queue.get()
-        # Drops and reordering upstream of us must never move the clock backwards.
-        pts = max(pts, self._last_pts + CANONICAL_FRAME_SAMPLES)
+        payload, pts = await self._queue.get()
+        # Drops upstream of us must never move the clock backwards.
+        pts = max(pts, self._last_pts + FRAME_TICKS)
         self._last_pts = pts
-        frame = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = CANONICAL_RATE
-        frame.pts = pts
-        frame.time_base = self._time_base
+        packet = Packet(payload)
+        packet.pts = pts
+        packet.time_base = self._time_base
         self.frames_sent += 1
-        return frame
+        return packet
 
 
 class PacketForwardTrack(MediaStreamTrack):

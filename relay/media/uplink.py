@@ -1,27 +1,33 @@
-"""The caller's audio path: decoded caller audio -> mono -> noise suppression at
-48 kHz -> 24 kHz mono canonical PCM -> the uplink track and the taps."""
+"""The caller's audio path, packet by packet as it arrives:
+
+Opus -> 48 kHz mono -> noise suppression -> 24 kHz mono canonical PCM -> the taps, and
+-> Opus (24 kHz) -> the uplink track to OpenAI.
+
+It runs in the receiver's packet sink (see :mod:`relay.aiortc_patches`), on the event
+loop, so no frame crosses a thread; aiortc's decoder thread for the caller stays idle.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import cast
 
 import numpy as np
-from aiortc import MediaStreamTrack
-from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame, AudioResampler
 
 from ..taps import CANONICAL_FRAME_SAMPLES, CANONICAL_RATE
 from .denoise import Denoiser
+from .opus import OPUS_CLOCK, Opus24kEncoder, OpusDecoder
 from .tracks import UplinkTrack
 
 logger = logging.getLogger(__name__)
 
 CanonicalSink = Callable[[np.ndarray, float], None]
 """Receives each canonical 20 ms frame and the wall-clock time of its first sample."""
+
+_U32 = 1 << 32
+_MAX_GAP = OPUS_CLOCK * 10  # a timestamp jump beyond 10 s is a new stream, not loss
 
 
 def to_mono(frame: AudioFrame) -> np.ndarray:
@@ -63,58 +69,58 @@ class To24kMono:
 
 
 class CallerAudio:
-    """Reads the caller's remote track to its end (never leaving it unread)."""
+    """Turns the caller's Opus packets into canonical PCM and uplink packets."""
 
     def __init__(
         self,
-        track: MediaStreamTrack,
         denoiser: Denoiser,
         uplink: UplinkTrack,
         tap: CanonicalSink,
         on_processed: Callable[[float], None] | None = None,
     ) -> None:
-        self._track = track
         self._denoiser = denoiser
         self._uplink = uplink
         self._tap = tap
         self._on_processed = on_processed
-        self._resampler: To24kMono | None = None
-        self._next_in_pts: int | None = None
-        self._out_pts = 0
+        # libavcodec's libopus decoder always decodes at 48 kHz (Opus's full band).
+        self._rate = OPUS_CLOCK
+        self._decoder = OpusDecoder()
+        self._resampler = To24kMono(self._rate)
+        self._encoder = Opus24kEncoder()
+        self._next_ts: int | None = None
+        self._out_pts = 0  # on the 48 kHz RTP clock, like the caller's timestamps
         self.frames_in = 0
         self.frames_out = 0
+        self.loss_gaps = 0
         self.last_frame_at: float | None = None  # monotonic
 
-    async def run(self) -> None:
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                frame = cast(AudioFrame, await self._track.recv())
-                self.last_frame_at = time.monotonic()
-                started = time.perf_counter()
-                self._process(frame)
-                if self._on_processed is not None:
-                    self._on_processed(time.perf_counter() - started)
-
-    def _process(self, frame: AudioFrame) -> None:
+    def on_packet(self, payload: bytes, rtp_timestamp: int) -> None:
+        """One in-order caller packet (called by the receiver, on the event loop)."""
+        started = time.perf_counter()
+        self.last_frame_at = time.monotonic()
         self.frames_in += 1
-        wallclock = time.time()
-        if self._resampler is None or self._resampler._rate != frame.sample_rate:
-            self._resampler = To24kMono(frame.sample_rate)
-        self._skip_lost_audio(frame)
-        mono = to_mono(frame)
-        if mono.size % (frame.sample_rate // 100) == 0:
-            mono = self._denoiser.process(mono)
-        for pcm in self._resampler.push(mono):
-            self._uplink.push(pcm, self._out_pts)
-            self._tap(pcm, wallclock)
-            self._out_pts += CANONICAL_FRAME_SAMPLES
+        pcm = self._decoder.decode(payload)
+        if pcm.size:
+            self._skip_lost_audio(rtp_timestamp, pcm.size * OPUS_CLOCK // self._rate)
+            self._process(pcm, time.time())
+        if self._on_processed is not None:
+            self._on_processed(time.perf_counter() - started)
+
+    def _process(self, pcm: np.ndarray, wallclock: float) -> None:
+        if pcm.size % (self._rate // 100) == 0:
+            pcm = self._denoiser.process(pcm)
+        for frame in self._resampler.push(pcm):
+            self._tap(frame, wallclock)
+            self._uplink.push(self._encoder.encode(frame), self._out_pts)
+            self._out_pts += CANONICAL_FRAME_SAMPLES * OPUS_CLOCK // CANONICAL_RATE
             self.frames_out += 1
 
-    def _skip_lost_audio(self, frame: AudioFrame) -> None:
-        """A jump in the caller's pts is lost packets: keep it as a gap upstream."""
-        if frame.pts is None:
-            return
-        if self._next_in_pts is not None and frame.pts > self._next_in_pts:
-            lost = frame.pts - self._next_in_pts
-            self._out_pts += lost * CANONICAL_RATE // frame.sample_rate
-        self._next_in_pts = frame.pts + frame.samples
+    def _skip_lost_audio(self, rtp_timestamp: int, duration: int) -> None:
+        """A jump in the caller's timestamps is lost packets: keep it as a gap upstream,
+        so OpenAI's receiver conceals it where it happened."""
+        if self._next_ts is not None:
+            gap = (rtp_timestamp - self._next_ts) % _U32
+            if 0 < gap < _MAX_GAP:
+                self._out_pts += gap
+                self.loss_gaps += 1
+        self._next_ts = (rtp_timestamp + duration) % _U32

@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from aiortc import (
@@ -44,6 +44,8 @@ from .upstream.openai import OpenAIConnector
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+U = TypeVar("U")
 STATS_INTERVAL_SECS = 2.0
 HANGUP_TIMEOUT_SECS = 2.0
 OBSERVER_CHECK_SECS = 0.5
@@ -170,8 +172,11 @@ class Call:
         self.record = request.record
         try:
             await self._accept_caller_offer(request.offer_sdp)
-            await self._open_upstream(request.session)
-            answer = await self._answer_caller()
+            # The caller's answer (and its ICE gathering) is prepared while OpenAI's leg
+            # comes up; it is only returned once that leg is connected.
+            answer, _ = await _all_or_nothing(
+                self._answer_caller(), self._open_upstream(request.session)
+            )
         except BaseException as exc:
             code = exc.code if isinstance(exc, RelayError) and exc.code else "setup_failed"
             self._count_setup_failure(exc, code)
@@ -443,6 +448,21 @@ class Call:
         if bundle:
             return RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         return RTCConfiguration(iceServers=[])
+
+
+async def _all_or_nothing(
+    first: Coroutine[Any, Any, T], second: Coroutine[Any, Any, U]
+) -> tuple[T, U]:
+    """Run both; if either fails, cancel the other, wait for it, and raise."""
+    tasks = (asyncio.ensure_future(first), asyncio.ensure_future(second))
+    try:
+        results = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return results[0], results[1]
 
 
 async def _drain(track: MediaStreamTrack) -> None:

@@ -103,7 +103,8 @@ class Settings:
     max_calls: int = 0
     #: Worker processes (shards) behind the port; 0 means one per core.
     workers: int = 0
-    #: A shard whose event loop has lagged more than this recently takes no new calls.
+    #: A shard whose event loop keeps lagging more than this (median over 2 s) takes no
+    #: new calls.
     max_loop_lag_ms: float = 100.0
     #: Token for ``GET /metrics``; unset leaves it open.
     metrics_token: Secret | None = None

@@ -580,10 +580,13 @@ class LoopLagProbe:
         self._task: asyncio.Task[None] | None = None
         self._recent: collections.deque[tuple[float, float]] = collections.deque()
 
-    def recent_max_secs(self, window_secs: float = 2.0) -> float:
-        """The worst lag seen in the last ``window_secs`` (admission control reads it)."""
+    def sustained_lag_secs(self, window_secs: float = 2.0) -> float:
+        """The median lag of the last ``window_secs``: admission control reads it. A
+        saturated loop lags on every probe; a burst of call set-ups only on a few, and
+        must not turn away the burst's own calls."""
         now = time.monotonic()
-        return max((lag for t, lag in self._recent if now - t <= window_secs), default=0.0)
+        lags = sorted(lag for t, lag in self._recent if now - t <= window_secs)
+        return lags[len(lags) // 2] if lags else 0.0
 
     def start(self) -> None:
         if self._task is None:

@@ -115,7 +115,7 @@ def _setup_ops(app: web.Application, settings: Settings) -> None:
         web_root=Path(settings.web_root) if settings.web_root else None,
     )
     app[METRICS] = metrics
-    app[REGISTRY].loop_lag_secs = ops.loop_lag.recent_max_secs
+    app[REGISTRY].loop_lag_secs = ops.loop_lag.sustained_lag_secs
     # After _close_calls (on_shutdown): calls end, and are recorded and announced,
     # before subscribers and writers close.
     setup_ops_routes(app, ops)

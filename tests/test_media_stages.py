@@ -113,6 +113,28 @@ async def test_caller_audio_keeps_loss_as_a_gap_in_the_uplink_timestamps() -> No
     steps = [b.pts - a.pts for a, b in zip(sent, sent[1:], strict=False)]
     assert steps == [960, 960, 960, 1920, 960, 960, 960, 960]
     assert np.abs(tapped[-1]).max() > 3000  # the tone survives decode and resampling
+    # Nothing to change with noise suppression off: the browser's packets go as they are.
+    assert [bytes(p) for p in sent] == [p for i, p in enumerate(packets) if i != 4]
+    uplink.stop()
+
+
+async def test_with_noise_suppression_the_uplink_is_reencoded_at_24k() -> None:
+    from relay.media.denoise import WebRtcDenoiser
+    from relay.media.opus import OpusDecoder
+    from relay.media.tracks import UplinkTrack
+    from relay.media.uplink import CallerAudio
+
+    uplink = UplinkTrack(max_frames=100)
+    caller = CallerAudio(WebRtcDenoiser(), uplink, lambda pcm, t: None)
+    packets = browser_packets(20)
+    for i, payload in enumerate(packets):
+        caller.on_packet(payload, i * 960)
+    sent = [await uplink.recv() for _ in range(20)]
+    assert [bytes(p) for p in sent] != packets
+    assert [p.pts for p in sent] == [i * 960 for i in range(20)]
+    decoder = OpusDecoder()
+    decoded = np.concatenate([decoder.decode(bytes(p)) for p in sent])
+    assert np.abs(decoded).max() > 1000  # still the tone
     uplink.stop()
 
 

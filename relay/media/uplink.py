@@ -3,6 +3,10 @@
 Opus -> 48 kHz mono -> noise suppression -> 24 kHz mono canonical PCM -> the taps, and
 -> Opus (24 kHz) -> the uplink track to OpenAI.
 
+With noise suppression off there is nothing to change in the audio, so the browser's
+own Opus packets go to OpenAI as they are (no re-encoding: no generation loss, no
+encoder delay, a fifth of the CPU), and the decoded copy only feeds the taps.
+
 It runs in the receiver's packet sink (see :mod:`relay.aiortc_patches`), on the event
 loop, so no frame crosses a thread; aiortc's decoder thread for the caller stays idle.
 """
@@ -87,6 +91,7 @@ class CallerAudio:
         self._decoder = OpusDecoder()
         self._resampler = To24kMono(self._rate)
         self._encoder = Opus24kEncoder()
+        self._forward = denoiser.name == "off"
         self._next_ts: int | None = None
         self._out_pts = 0  # on the 48 kHz RTP clock, like the caller's timestamps
         self.frames_in = 0
@@ -102,9 +107,19 @@ class CallerAudio:
         pcm = self._decoder.decode(payload)
         if pcm.size:
             self._skip_lost_audio(rtp_timestamp, pcm.size * OPUS_CLOCK // self._rate)
-            self._process(pcm, time.time())
+            if self._forward:
+                self._forward_packet(payload, pcm, time.time())
+            else:
+                self._process(pcm, time.time())
         if self._on_processed is not None:
             self._on_processed(time.perf_counter() - started)
+
+    def _forward_packet(self, payload: bytes, pcm: np.ndarray, wallclock: float) -> None:
+        self._uplink.push(payload, self._out_pts)
+        self._out_pts += pcm.size * OPUS_CLOCK // self._rate
+        for frame in self._resampler.push(pcm):
+            self._tap(frame, wallclock)
+            self.frames_out += 1
 
     def _process(self, pcm: np.ndarray, wallclock: float) -> None:
         if pcm.size % (self._rate // 100) == 0:

@@ -554,6 +554,7 @@ def relay_process(variant: str, probe_url: str, logdir: Path) -> tuple[RelayProc
             OPENAI_API_KEY="sk-bench-not-a-real-key",
             OPENAI_BASE_URL=probe_url,
             RELAY_ICE_ADDRESSES="127.0.0.1",
+            RELAY_WORKERS="1",  # one shard: the latency of one relay process
             RELAY_OPEN="1",
             RELAY_HOST="127.0.0.1",
             RELAY_PORT=str(port),

@@ -222,6 +222,8 @@ class VariantResult:
     relay_log: str = ""
     #: Speed of the relay's core just before the variant ran (see ``calibrate``).
     core_speed: dict[str, float] = field(default_factory=dict)
+    #: The git revision the relay process started from (the tree may change mid-run).
+    tree: str = ""
 
 
 @dataclass
@@ -903,6 +905,7 @@ class VariantRun:
         result = self.result
         self.deadline = time.monotonic() + opts.variant_budget_s
         result.core_speed = calibrate(RELAY_CORE)
+        result.tree = tree_state()
         try:
             await self.h.set_mode(self.mode_for(1))
             await self.start_relay("ramp")
@@ -1266,8 +1269,8 @@ def report(results: list[VariantResult], harness: Harness, opts: Options) -> str
             continue
         if r.core_speed:
             out.append(
-                f"{r.name:<13}    core 0 speed before this variant: libopus encode "
-                f"{r.core_speed['opus_encode_us']:.0f} us/frame, Python loop "
+                f"{r.name:<13}    {r.tree}; core 0 speed before this variant: libopus "
+                f"encode {r.core_speed['opus_encode_us']:.0f} us/frame, Python loop "
                 f"{r.core_speed['python_loop_ns']:.0f} ns/iteration"
             )
         for p in r.points:

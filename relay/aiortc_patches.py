@@ -29,7 +29,6 @@ from typing import Any
 
 import aioice.ice
 import aiortc.rtcrtpreceiver
-import aiortc.rtcrtpsender
 from aioice import stun
 from aiortc import RTCPeerConnection, RTCRtpReceiver
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame

@@ -95,7 +95,6 @@ class CallerAudio:
         self._next_ts: int | None = None
         self._out_pts = 0  # on the 48 kHz RTP clock, like the caller's timestamps
         self.frames_in = 0
-        self.frames_out = 0
         self.loss_gaps = 0
         self.last_frame_at: float | None = None  # monotonic
 
@@ -119,7 +118,6 @@ class CallerAudio:
         self._out_pts += pcm.size * OPUS_CLOCK // self._rate
         for frame in self._resampler.push(pcm):
             self._tap(frame, wallclock)
-            self.frames_out += 1
 
     def _process(self, pcm: np.ndarray, wallclock: float) -> None:
         if pcm.size % (self._rate // 100) == 0:
@@ -128,7 +126,6 @@ class CallerAudio:
             self._tap(frame, wallclock)
             self._uplink.push(self._encoder.encode(frame), self._out_pts)
             self._out_pts += CANONICAL_FRAME_SAMPLES * OPUS_CLOCK // CANONICAL_RATE
-            self.frames_out += 1
 
     def _skip_lost_audio(self, rtp_timestamp: int, duration: int) -> None:
         """A jump in the caller's timestamps is lost packets: keep it as a gap upstream,

@@ -37,7 +37,7 @@ from .media.denoise import Denoiser
 from .media.tracks import PacketForwardTrack, UplinkTrack
 from .media.uplink import CallerAudio, To24kMono, to_mono
 from .media.voice_onset import VoiceOnsetDetector
-from .metrics import RelayMetrics
+from .ops.metrics import RelayMetrics
 from .sdp import offer_sends_audio
 from .taps import CallObserver, Direction, Leg
 from .upstream.openai import OpenAIConnector

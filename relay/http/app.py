@@ -13,16 +13,13 @@ from aiohttp import web
 from .. import aiortc_patches
 from ..auth import ClientSecretStore
 from ..config import Secret, Settings
-from ..metrics import RelayMetrics
-from ..monitor import MonitorHub
-from ..recording import Recorder
+from ..ops.components import DEFAULT_WEB_ROOT, build_ops
 from ..registry import CallRegistry
 from ..shards import SINGLE, ShardClient, ShardLayout
 from ..upstream.openai import OpenAIConnector
-from ..webhooks import WebhookDispatcher
 from .cors import cors_middleware
 from .errors import error_middleware
-from .ops_routes import Ops, setup_ops_routes
+from .ops_routes import setup_ops_routes
 from .realtime_routes import setup_realtime_routes
 from .shard_routes import setup_shard_routes, shard_middleware
 from .state import (
@@ -39,7 +36,6 @@ from .state import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_WEB_ROOT = Path(__file__).resolve().parents[2] / "web"
 
 
 def create_app(
@@ -84,37 +80,8 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
 
 def _setup_ops(app: web.Application, settings: Settings) -> None:
     """Metrics, recording, monitoring and webhooks, as observers of every call."""
-    metrics = RelayMetrics()
-    recorder = None
-    if settings.recording_policy != "off":
-        recorder = Recorder(
-            Path(settings.recording_dir),
-            policy=settings.recording_policy,
-            retention_days=settings.recording_retention_days,
-            metrics=metrics,
-        )
-    webhooks = None
-    if settings.webhook_urls:
-        webhooks = WebhookDispatcher(
-            settings.webhook_urls,
-            secret=settings.webhook_secret,
-            metrics=metrics,
-            events=settings.webhook_events,
-            max_attempts=settings.webhook_max_attempts,
-            timeout_secs=settings.webhook_timeout_secs,
-        )
-    ops = Ops(
-        directory=app[REGISTRY],
-        metrics=metrics,
-        hub=MonitorHub(metrics),
-        recorder=recorder,
-        webhooks=webhooks,
-        admin_token=settings.admin_token,
-        metrics_token=settings.metrics_token,
-        max_calls=settings.max_calls,
-        web_root=Path(settings.web_root) if settings.web_root else None,
-    )
-    app[METRICS] = metrics
+    ops = build_ops(settings, app[REGISTRY])
+    app[METRICS] = ops.metrics
     app[REGISTRY].loop_lag_secs = ops.loop_lag.sustained_lag_secs
     # After _close_calls (on_shutdown): calls end, and are recorded and announced,
     # before subscribers and writers close.

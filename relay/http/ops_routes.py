@@ -18,15 +18,14 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from aiohttp import WSMsgType, web
 
 from ..auth import bearer_token, same_secret
 from ..config import Secret
-from ..metrics import LoopLagProbe, MetricsObserver, RelayMetrics
-from ..monitor import (
+from ..ops.components import Ops
+from ..ops.monitor import (
     LISTEN_FORMATS,
     LISTEN_TRACKS,
     EventSubscription,
@@ -35,9 +34,7 @@ from ..monitor import (
     MonitorHub,
     TwilioStream,
 )
-from ..recording import FILES, Recorder
-from ..taps import CallDirectory
-from ..webhooks import WebhookDispatcher
+from ..ops.recording import FILES, Recorder
 from .errors import error_response
 
 log = logging.getLogger(__name__)
@@ -47,7 +44,6 @@ T = TypeVar("T")
 WS_PROTOCOL: Final = "relay-monitor"
 BEARER_PROTOCOL_PREFIX: Final = "bearer."
 WS_HEARTBEAT_SECS: Final = 20.0
-DEFAULT_WEB_ROOT: Final = Path(__file__).resolve().parents[2] / "web"
 MONITOR_FILES: Final = {
     "monitor.js": "text/javascript",
     "monitor.css": "text/css",
@@ -58,62 +54,6 @@ _DOWNLOAD_TYPES: Final = {
     ".json": "application/json",
     ".txt": "text/plain",
 }
-
-
-class Ops:
-    """The operator components of one app, and their lifetime."""
-
-    def __init__(
-        self,
-        *,
-        directory: CallDirectory,
-        metrics: RelayMetrics,
-        hub: MonitorHub,
-        recorder: Recorder | None = None,
-        webhooks: WebhookDispatcher | None = None,
-        admin_token: Secret | None = None,
-        metrics_token: Secret | None = None,
-        max_calls: int = 0,
-        loop_lag_interval_secs: float = 0.1,
-        web_root: Path | None = None,
-    ) -> None:
-        self.directory = directory
-        self.metrics = metrics
-        self.metrics_observer = MetricsObserver(metrics)
-        self.hub = hub
-        self.recorder = recorder
-        self.webhooks = webhooks
-        self.admin_token = admin_token
-        self.metrics_token = metrics_token
-        self.web_root = web_root or DEFAULT_WEB_ROOT
-        self.loop_lag = LoopLagProbe(metrics, loop_lag_interval_secs)
-        metrics.calls_capacity.set(max_calls)
-
-    def register_observers(self) -> None:
-        """Tap every call started from now on (metrics first: it is the cheapest)."""
-        self.directory.add_observer(self.metrics_observer)
-        if self.recorder is not None:
-            self.directory.add_observer(self.recorder)
-        self.directory.add_observer(self.hub)
-        if self.webhooks is not None:
-            self.directory.add_observer(self.webhooks)
-
-    async def start(self) -> None:
-        if self.recorder is not None:
-            await self.recorder.open()
-        if self.webhooks is not None:
-            await self.webhooks.start()
-        self.loop_lag.start()
-
-    async def close(self) -> None:
-        """Idempotent: ends subscriptions, stops the probe, drains webhooks, closes the
-        recorder (which finalises what is still open)."""
-        self.hub.close()
-        await self.loop_lag.close()
-        if self.webhooks is not None:
-            await self.webhooks.close()
-        if self.recorder is not None:
-            await self.recorder.close()
 
 
 OPS: Final = web.AppKey("ops", Ops)

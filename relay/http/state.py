@@ -7,7 +7,7 @@ from aiohttp import web
 
 from ..auth import ClientSecretStore
 from ..config import Settings
-from ..metrics import RelayMetrics
+from ..ops.metrics import RelayMetrics
 from ..registry import CallRegistry
 from ..shards import ShardClient, ShardLayout
 from ..upstream.openai import OpenAIConnector

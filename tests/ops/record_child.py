@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ops.fakes import FRAME_SECS, FakeCall, tone  # noqa: E402
-from relay.recording import Recorder  # noqa: E402
+from relay.ops.recording import Recorder  # noqa: E402
 
 CALL_ID = "rtc_crash_test"
 

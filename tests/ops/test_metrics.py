@@ -9,7 +9,7 @@ import time
 import pytest
 from aiortc.stats import RTCInboundRtpStreamStats, RTCRemoteInboundRtpStreamStats, RTCStatsReport
 
-from relay.metrics import LoopLagProbe, MetricsObserver, RelayMetrics
+from relay.ops.metrics import LoopLagProbe, MetricsObserver, RelayMetrics
 
 from .fakes import FakeCall, FakeDirectory
 

@@ -8,8 +8,8 @@ import warnings
 
 import numpy as np
 
-from relay.metrics import RelayMetrics
-from relay.monitor import (
+from relay.ops.metrics import RelayMetrics
+from relay.ops.monitor import (
     Downsampler24kTo8k,
     MonitorHub,
     TwilioStream,

@@ -17,9 +17,10 @@ from pytest_aiohttp import AiohttpServer
 
 from relay.config import Secret
 from relay.http.errors import error_middleware
-from relay.http.ops_routes import Ops, setup_ops_routes
-from relay.metrics import RelayMetrics
-from relay.monitor import MonitorHub
+from relay.http.ops_routes import setup_ops_routes
+from relay.ops.components import Ops
+from relay.ops.metrics import RelayMetrics
+from relay.ops.monitor import MonitorHub
 
 from .fakes import FRAME_SECS, FakeCall, FakeDirectory, tone
 

@@ -25,9 +25,10 @@ from support import PacedAudioSource, realtime_client
 
 from relay.config import Secret
 from relay.http.app import create_app
-from relay.http.ops_routes import OPS, Ops
-from relay.recording import Recorder, read_metadata
-from relay.webhooks import verify_signature
+from relay.http.ops_routes import OPS
+from relay.ops.components import Ops
+from relay.ops.recording import Recorder, read_metadata
+from relay.ops.webhooks import verify_signature
 
 from .fakes import eventually
 

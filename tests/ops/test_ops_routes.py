@@ -20,10 +20,11 @@ from pytest_aiohttp import AiohttpClient
 
 from relay.config import Secret
 from relay.http.errors import error_middleware
-from relay.http.ops_routes import Ops, setup_ops_routes
-from relay.metrics import RelayMetrics
-from relay.monitor import MonitorHub, level_dbfs, mulaw_decode
-from relay.recording import Recorder
+from relay.http.ops_routes import setup_ops_routes
+from relay.ops.components import Ops
+from relay.ops.metrics import RelayMetrics
+from relay.ops.monitor import MonitorHub, level_dbfs, mulaw_decode
+from relay.ops.recording import Recorder
 
 from .fakes import FRAME_SECS, FakeCall, FakeDirectory, eventually, tone
 

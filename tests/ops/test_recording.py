@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from relay.metrics import RelayMetrics
-from relay.recording import (
+from relay.ops.metrics import RelayMetrics
+from relay.ops.recording import (
     FILES,
     Recorder,
     finalise_unfinished,

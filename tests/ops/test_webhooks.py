@@ -16,8 +16,8 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from relay.config import Secret
-from relay.metrics import RelayMetrics
-from relay.webhooks import WebhookDispatcher, sign, verify_signature
+from relay.ops.metrics import RelayMetrics
+from relay.ops.webhooks import WebhookDispatcher, sign, verify_signature
 
 from .fakes import FakeCall, FakeDirectory, eventually
 

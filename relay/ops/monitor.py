@@ -36,7 +36,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 
 import numpy as np
 
-from relay.metrics import RelayMetrics
+from relay.ops.metrics import RelayMetrics
 from relay.taps import CANONICAL_RATE, CallView, Direction, Leg
 
 T = TypeVar("T")

@@ -45,7 +45,7 @@ import numpy as np
 
 from relay.config import Secret
 from relay.events import transcript_entry
-from relay.metrics import WEBHOOK_EVENTS, RelayMetrics
+from relay.ops.metrics import WEBHOOK_EVENTS, RelayMetrics
 from relay.taps import CallView, Direction, Leg
 
 log = logging.getLogger(__name__)

@@ -45,7 +45,7 @@ from typing import Any, Final, Literal, TextIO
 import numpy as np
 
 from relay.events import transcript_entry
-from relay.metrics import RelayMetrics
+from relay.ops.metrics import RelayMetrics
 from relay.taps import CANONICAL_RATE, CallView, Direction, Leg
 
 log = logging.getLogger(__name__)

@@ -1,17 +1,26 @@
 """A stand-in for OpenAI's Realtime API over WebRTC, written from the published
-protocol (``/work/shared/reference/openai-realtime-protocol.md``) and sharing no code
-with the relay's call/upstream logic, so tests are never the relay agreeing with itself.
+protocol (``/work/shared/reference/openai-realtime-protocol.md``). It is the upstream
+"oracle" of the relay's tests, so it shares no code with the relay: nothing here
+imports ``relay.*`` outside ``relay.emulator`` (``tests/emulator/
+test_emulator_independent.py`` checks it), and it runs on stock aiortc, its own ICE
+settings applying to its own peer connections only.
 
 Modules, one concept each:
 
+* :mod:`.settings`: :class:`EmulatorSettings` and the default model names;
 * :mod:`.app`: HTTP routes and errors; ``create_emulator_app(settings)``; app keys
   ``SETTINGS``, ``KEYS``, ``SESSIONS``;
 * :mod:`.keys`: ephemeral keys with expiry;
 * :mod:`.session`: one emulated call (peer connection, ``oai-events``, audio, cap);
+* :mod:`.ice`: host addresses and strict consent, per peer connection;
 * :mod:`.turns`: turn-taking (VAD -> commit -> transcription -> response, barge-in);
+* :mod:`.transcription`: the transcript of an utterance and its events;
+* :mod:`.planning`: what a response says (``response.create`` checks, tool calls);
 * :mod:`.responses`: one response's event sequence and audio;
 * :mod:`.client_events`: client-event parsing and dispatch;
-* :mod:`.events`: server events in the GA and beta dialects;
+* :mod:`.items`: the client's ``conversation.item.*`` commands;
+* :mod:`.events`, :mod:`.outlet`: server events in the GA and beta dialects, and
+  where a call's events and agent audio go;
 * :mod:`.session_config`: session defaults, ``session.update`` and effective values;
 * :mod:`.session_schema`: request schemas of both dialects (OpenAI's error codes);
 * :mod:`.registry`: every call of an app (``app[SESSIONS]``);
@@ -25,10 +34,30 @@ Test hook: ``app[SESSIONS]`` (:class:`.registry.CallRegistry`) holds every call;
 ``client_events`` and ``server_events``.
 """
 
-from .app import KEYS, SESSIONS, SETTINGS, create_emulator_app
-from .capture import ReceivedAudio
-from .registry import CallRegistry
-from .session import EmulatedCall
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import KEYS, SESSIONS, SETTINGS, create_emulator_app
+    from .capture import ReceivedAudio
+    from .registry import CallRegistry
+    from .session import EmulatedCall
+    from .settings import EmulatorSettings
+
+#: Name -> module: loaded on first use, so that ``relay.config`` can import
+#: ``relay.emulator.settings`` without loading aiortc.
+_EXPORTS = {
+    "KEYS": "app",
+    "SESSIONS": "app",
+    "SETTINGS": "app",
+    "create_emulator_app": "app",
+    "ReceivedAudio": "capture",
+    "CallRegistry": "registry",
+    "EmulatedCall": "session",
+    "EmulatorSettings": "settings",
+}
 
 __all__ = [
     "KEYS",
@@ -36,6 +65,14 @@ __all__ = [
     "SETTINGS",
     "CallRegistry",
     "EmulatedCall",
+    "EmulatorSettings",
     "ReceivedAudio",
     "create_emulator_app",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -16,8 +16,8 @@ App state (typed ``web.AppKey``s): ``SETTINGS``, ``KEYS`` (ephemeral keys) and
 call's ``received`` audio, ``client_events`` and ``server_events``).
 
 Every error uses OpenAI's envelope; nothing malformed leaves a peer connection open.
-``create_emulator_app`` changes no process-wide state: whoever runs it calls
-``relay.aiortc_patches.install()`` (and ``restrict_host_addresses``) first.
+``create_emulator_app`` changes no process-wide state, and needs none changed: its ICE
+settings apply to its own peer connections only (:mod:`.ice`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from ..config import BETA_MODEL, GA_MODEL, EmulatorSettings
 from . import ids
 from .errors import ApiError, invalid_api_key, invalid_offer
 from .keys import BETA_DEFAULT_TTL_SECS, GA_DEFAULT_TTL_SECS, EphemeralKey, KeyStore
@@ -40,6 +39,7 @@ from .sdp import check_offer
 from .session import EmulatedCall
 from .session_config import SessionConfig, validate_beta_session, validate_ga_session
 from .session_schema import BETA_MODELS, GA_CLIENT_SECRET_REQUEST
+from .settings import BETA_MODEL, GA_MODEL, EmulatorSettings
 
 logger = logging.getLogger(__name__)
 
@@ -54,58 +54,70 @@ MAX_SDP_BYTES = 64 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error_response(error: ApiError) -> web.Response:
-    return web.json_response(error.body(), status=error.status)
+#: aiohttp's own HTTP errors in OpenAI's words: (message, code); ``{where}`` is the
+#: request's method and path.
+_HTTP_ERRORS: dict[int, tuple[str, str | None]] = {
+    404: ("Invalid URL ({where})", None),
+    405: ("Method not allowed ({where})", None),
+    413: ("Request body too large.", "request_too_large"),
+}
+_SERVER_ERROR = ApiError(
+    "The server had an error while processing your request.",
+    None,
+    type_="server_error",
+    status=500,
+)
+
+
+def _api_error_of(request: web.Request, exc: web.HTTPException) -> ApiError:
+    known = _HTTP_ERRORS.get(exc.status)
+    if known is None:
+        return ApiError(exc.reason or "Bad request", None, status=exc.status)
+    message, code = known
+    return ApiError(
+        message.format(where=f"{request.method} {request.path}"), code, status=exc.status
+    )
 
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure in OpenAI's envelope: 404/405/413 from aiohttp included."""
+    error: ApiError
     try:
         return await handler(request)
     except ApiError as api_error:
-        return _error_response(api_error)
+        error = api_error
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        where = f"{request.method} {request.path}"
-        if exc.status == 404:
-            error = ApiError(f"Invalid URL ({where})", None, status=404)
-        elif exc.status == 405:
-            error = ApiError(f"Method not allowed ({where})", None, status=405)
-        elif exc.status == 413:
-            error = ApiError("Request body too large.", "request_too_large", status=413)
-        else:
-            error = ApiError(exc.reason or "Bad request", None, status=exc.status)
-        return _error_response(error)
+        error = _api_error_of(request, exc)
     except Exception:
         logger.exception("emulator: %s %s failed", request.method, request.path)
-        return _error_response(
-            ApiError(
-                "The server had an error while processing your request.",
-                None,
-                type_="server_error",
-                status=500,
-            )
-        )
+        error = _SERVER_ERROR
+    return web.json_response(error.body(), status=error.status)
+
+
+#: On every response to a browser: OpenAI's API lets pages on any origin call it (the
+#: ephemeral-key flow) and read the ``Location`` of a new call.
+_CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "Location"}
+
+
+def _preflight_response(request: web.Request) -> web.Response:
+    headers = {"Access-Control-Allow-Methods": "GET, POST, OPTIONS"}
+    asked_for = request.headers.get("Access-Control-Request-Headers")
+    if asked_for:
+        headers["Access-Control-Allow-Headers"] = asked_for
+    headers["Access-Control-Max-Age"] = "86400"
+    return web.Response(status=204, headers=headers)
 
 
 @web.middleware
 async def _cors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """OpenAI's API lets browsers on any origin call it (the ephemeral-key flow)."""
     if "Origin" not in request.headers:
         return await handler(request)
-    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-        response: web.StreamResponse = web.Response(status=204)
-        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-        requested = request.headers.get("Access-Control-Request-Headers")
-        if requested:
-            response.headers["Access-Control-Allow-Headers"] = requested
-        response.headers["Access-Control-Max-Age"] = "86400"
-    else:
-        response = await handler(request)
-    response.headers["Access-Control-Allow-Origin"] = "*"
-    response.headers["Access-Control-Expose-Headers"] = "Location"
+    preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+    response = _preflight_response(request) if preflight else await handler(request)
+    response.headers.update(_CORS_HEADERS)
     return response
 
 
@@ -122,7 +134,9 @@ def _bearer(request: web.Request) -> str | None:
 
 def _is_standard_key(request: web.Request, token: str) -> bool:
     keys = request.app[SETTINGS].api_keys
-    return any(hmac.compare_digest(token.encode(), key.value.encode()) for key in keys)
+    # str.encode reads the characters themselves, even of a str subclass that hides
+    # them from str() and repr().
+    return any(hmac.compare_digest(token.encode(), key.encode()) for key in keys)
 
 
 def _require_standard_key(request: web.Request) -> None:
@@ -252,14 +266,22 @@ def _peek_key(request: web.Request) -> str:
     raise invalid_api_key(token)
 
 
+#: Why an ephemeral key of the other dialect is refused, by the dialect asked for.
+_OTHER_DIALECTS_KEY = {
+    "ga": "This ephemeral key belongs to the beta Realtime API; use it with "
+    "POST /v1/realtime?model=...",
+    "beta": "This ephemeral key belongs to the GA Realtime API; use it with "
+    "POST /v1/realtime/calls.",
+}
+
+
+def _check_key_dialect(key: EphemeralKey | None, dialect: str) -> None:
+    if key is not None and key.dialect != dialect:
+        raise ApiError(_OTHER_DIALECTS_KEY[dialect], "invalid_api_key", status=401)
+
+
 def _ga_config(key: EphemeralKey | None, session: Any | None, model: str | None) -> SessionConfig:
-    if key is not None and key.dialect != "ga":
-        raise ApiError(
-            "This ephemeral key belongs to the beta Realtime API; use it with "
-            "POST /v1/realtime?model=...",
-            "invalid_api_key",
-            status=401,
-        )
+    _check_key_dialect(key, "ga")
     if session is not None:
         request_session = validate_ga_session(session)
         if key is not None:
@@ -275,13 +297,7 @@ def _ga_config(key: EphemeralKey | None, session: Any | None, model: str | None)
 
 
 def _beta_config(key: EphemeralKey | None, session: Any | None, model: str | None) -> SessionConfig:
-    if key is not None and key.dialect != "beta":
-        raise ApiError(
-            "This ephemeral key belongs to the GA Realtime API; use it with "
-            "POST /v1/realtime/calls.",
-            "invalid_api_key",
-            status=401,
-        )
+    _check_key_dialect(key, "beta")
     if model is not None and model not in BETA_MODELS:
         raise invalid_value("model", model, BETA_MODELS)
     config = key.config.copy() if key is not None else SessionConfig.beta(None, BETA_MODEL)
@@ -304,17 +320,8 @@ async def _start_call(request: web.Request, dialect: str) -> web.Response:
         config = _ga_config(key, session, model)
     else:
         config = _beta_config(key, session, model)
-    settings = request.app[SETTINGS]
     registry = request.app[SESSIONS]
-    cap = settings.max_session_secs if dialect == "ga" else settings.max_session_secs / 2
-    call = EmulatedCall(
-        config,
-        max_session_secs=cap,
-        response_delay_secs=settings.response_delay_secs,
-        strict_consent=settings.strict_consent,
-        announce_addresses=settings.ice_addresses,
-        on_closed=registry.discard,
-    )
+    call = EmulatedCall(config, request.app[SETTINGS], on_closed=registry.discard)
     registry.add(call)
     try:
         answer = await call.answer(offer)
@@ -370,17 +377,23 @@ async def _close_all(app: web.Application) -> None:
     await app[SESSIONS].close_all()
 
 
+#: (method, path, handler): OpenAI's GA endpoints, the beta ones, and a health check.
+ROUTES: tuple[tuple[str, str, Handler], ...] = (
+    ("POST", "/v1/realtime/client_secrets", create_client_secret),
+    ("POST", "/v1/realtime/calls", create_call),
+    ("POST", "/v1/realtime/calls/{call_id}/hangup", hangup),
+    ("POST", "/v1/realtime/sessions", create_beta_session),
+    ("POST", "/v1/realtime", create_beta_call),
+    ("GET", "/healthz", healthz),
+)
+
+
 def create_emulator_app(settings: EmulatorSettings) -> web.Application:
     """The emulator as an aiohttp app (see the module docstring)."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_cors, _errors])
     app[SETTINGS] = settings
     app[KEYS] = KeyStore(allow_reuse=settings.allow_secret_reuse)
     app[SESSIONS] = CallRegistry()
-    app.router.add_post("/v1/realtime/client_secrets", create_client_secret)
-    app.router.add_post("/v1/realtime/calls", create_call)
-    app.router.add_post("/v1/realtime/calls/{call_id}/hangup", hangup)
-    app.router.add_post("/v1/realtime/sessions", create_beta_session)
-    app.router.add_post("/v1/realtime", create_beta_call)
-    app.router.add_get("/healthz", healthz)
+    app.router.add_routes([web.route(method, path, handler) for method, path, handler in ROUTES])
     app.on_shutdown.append(_close_all)
     return app

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ApiError
-from .events import Event, EventFactory
+from .items import ItemCommands
+from .outlet import Outlet
 from .schema import AnyObject, Int, Nullable, Obj, Spec, Str, invalid_value
 from .turns import Dialogue
 
@@ -56,21 +58,20 @@ EVENT_SPECS: dict[str, Spec] = {
 }
 
 
+@dataclass
 class ClientEventHandler:
-    def __init__(
-        self,
-        dialogue: Dialogue,
-        factory: EventFactory,
-        send: Callable[[Event], None],
-        on_session_updated: Callable[[], None],
-        on_close: Callable[[], None],
-    ) -> None:
-        self.dialogue = dialogue
-        self.factory = factory
-        self.send = send
-        self.on_session_updated = on_session_updated
-        self.on_close = on_close
-        self.types = GA_TYPES if factory.dialect == "ga" else BETA_TYPES
+    """Validates each client event and hands it to the dialogue (turns, responses,
+    session) or to the conversation's item commands."""
+
+    dialogue: Dialogue
+    items: ItemCommands
+    out: Outlet
+    on_session_updated: Callable[[], None]
+    on_close: Callable[[], None]
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        return GA_TYPES if self.out.factory.dialect == "ga" else BETA_TYPES
 
     def handle(self, message: str | bytes) -> None:
         event_id: str | None = None
@@ -81,11 +82,11 @@ class ClientEventHandler:
             self._check_type(event)
             self._dispatch(event)
         except ApiError as error:
-            self.send(self.factory.error(error, event_id))
+            self.out.send(self.out.factory.error(error, event_id))
         except Exception:  # a bug must not take the session down with it
             logger.exception("emulator: failed to handle a client event")
-            self.send(
-                self.factory.error(
+            self.out.send(
+                self.out.factory.error(
                     ApiError(
                         "The server had an error while processing your request.",
                         "server_error",
@@ -136,13 +137,13 @@ class ClientEventHandler:
         elif kind == "conversation.item.create":
             # null or absent: append; "root": the beginning; an id: right after it.
             previous = event.get("previous_item_id")
-            d.create_item(event["item"], previous, isinstance(previous, str))
+            self.items.create(event["item"], previous, isinstance(previous, str))
         elif kind == "conversation.item.truncate":
-            d.truncate_item(event["item_id"], event["content_index"], event["audio_end_ms"])
+            self.items.truncate(event["item_id"], event["content_index"], event["audio_end_ms"])
         elif kind == "conversation.item.delete":
-            d.delete_item(event["item_id"])
+            self.items.delete(event["item_id"])
         elif kind == "conversation.item.retrieve":
-            d.retrieve_item(event["item_id"])
+            self.items.retrieve(event["item_id"])
         elif kind == "response.create":
             d.create_response(event.get("response"))
         elif kind == "response.cancel":

@@ -163,6 +163,21 @@ class Entry:
     def id(self) -> str:
         return str(self.item["id"])
 
+    def truncate(self, audio_end_ms: int) -> None:
+        """Drop the unheard part of an assistant item: its audio past ``audio_end_ms``
+        and the matching share of its transcript (cut at a word boundary)."""
+        heard = min(audio_end_ms / (self.audio_ms or 1), 1.0)
+        for part in self.item.get("content") or []:
+            text = part.get("transcript")
+            if not isinstance(text, str):
+                continue
+            keep = int(len(text) * heard)
+            cut = text[:keep]
+            if keep < len(text) and " " in cut:
+                cut = cut[: cut.rfind(" ")]
+            part["transcript"] = cut
+        self.audio_ms = min(self.audio_ms, audio_end_ms)
+
 
 class Conversation:
     def __init__(self) -> None:

@@ -10,6 +10,7 @@ events also carry an ``obfuscation`` padding string.
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from . import ids
@@ -21,6 +22,26 @@ Event = dict[str, Any]
 #: Shown in ``rate_limits.updated`` (values seen in real traces).
 REQUESTS_LIMIT = 20_000
 TOKENS_LIMIT = 15_000_000
+
+
+@dataclass(frozen=True)
+class OutputSlot:
+    """Where a response event points: the response, its output item (at
+    ``output_index``) and, for content events, the item's only content part."""
+
+    response_id: str
+    item_id: str
+    output_index: int = 0
+
+    def of_item(self) -> dict[str, Any]:
+        return {
+            "response_id": self.response_id,
+            "item_id": self.item_id,
+            "output_index": self.output_index,
+        }
+
+    def of_content(self) -> dict[str, Any]:
+        return {**self.of_item(), "content_index": 0}
 
 
 class EventFactory:
@@ -64,31 +85,27 @@ class EventFactory:
 
     # -- input audio buffer --
 
+    def _buffer_event(self, name: str, item_id: str | None = None, **fields: Any) -> Event:
+        """``input_audio_buffer.<name>``, about the user item ``item_id`` if any."""
+        if item_id is not None:
+            fields["item_id"] = item_id
+        return self.event(f"input_audio_buffer.{name}", **fields)
+
     def speech_started(self, audio_start_ms: int, item_id: str) -> Event:
-        return self.event(
-            "input_audio_buffer.speech_started", audio_start_ms=audio_start_ms, item_id=item_id
-        )
+        return self._buffer_event("speech_started", item_id, audio_start_ms=audio_start_ms)
 
     def speech_stopped(self, audio_end_ms: int, item_id: str) -> Event:
-        return self.event(
-            "input_audio_buffer.speech_stopped", audio_end_ms=audio_end_ms, item_id=item_id
-        )
+        return self._buffer_event("speech_stopped", item_id, audio_end_ms=audio_end_ms)
 
     def committed(self, previous_item_id: str | None, item_id: str) -> Event:
-        return self.event(
-            "input_audio_buffer.committed", previous_item_id=previous_item_id, item_id=item_id
-        )
+        return self._buffer_event("committed", item_id, previous_item_id=previous_item_id)
 
     def input_cleared(self) -> Event:
-        return self.event("input_audio_buffer.cleared")
+        return self._buffer_event("cleared")
 
     def timeout_triggered(self, audio_start_ms: int, audio_end_ms: int, item_id: str) -> Event:
-        return self.event(
-            "input_audio_buffer.timeout_triggered",
-            audio_start_ms=audio_start_ms,
-            audio_end_ms=audio_end_ms,
-            item_id=item_id,
-        )
+        span = {"audio_start_ms": audio_start_ms, "audio_end_ms": audio_end_ms}
+        return self._buffer_event("timeout_triggered", item_id, **span)
 
     def audio_buffer(self, kind: str, response_id: str) -> Event:
         """``output_audio_buffer.started|stopped|cleared``; ids are 16 hex (observed)."""
@@ -117,25 +134,29 @@ class EventFactory:
         return self.event("conversation.item.deleted", item_id=item_id)
 
     def item_truncated(self, item_id: str, content_index: int, audio_end_ms: int) -> Event:
-        return self.event(
-            "conversation.item.truncated",
-            item_id=item_id,
-            content_index=content_index,
-            audio_end_ms=audio_end_ms,
-        )
+        where = {"item_id": item_id, "content_index": content_index}
+        return self.event("conversation.item.truncated", **where, audio_end_ms=audio_end_ms)
 
-    def transcription_delta(
-        self, item_id: str, delta: str, logprobs: list[dict[str, Any]] | None
+    def _transcription(
+        self, stage: str, item_id: str, logprobs: list[dict[str, Any]] | None, **fields: Any
     ) -> Event:
-        event = self._delta(
-            "conversation.item.input_audio_transcription.delta",
+        """``conversation.item.input_audio_transcription.<stage>`` of a user item's
+        audio (content part 0); deltas carry GA's obfuscation padding."""
+        make = self._delta if stage == "delta" else self.event
+        event = make(
+            f"conversation.item.input_audio_transcription.{stage}",
             item_id=item_id,
             content_index=0,
-            delta=delta,
+            **fields,
         )
         if logprobs is not None:
             event["logprobs"] = logprobs
         return event
+
+    def transcription_delta(
+        self, item_id: str, delta: str, logprobs: list[dict[str, Any]] | None
+    ) -> Event:
+        return self._transcription("delta", item_id, logprobs, delta=delta)
 
     def transcription_completed(
         self,
@@ -144,16 +165,9 @@ class EventFactory:
         usage: dict[str, Any],
         logprobs: list[dict[str, Any]] | None,
     ) -> Event:
-        event = self.event(
-            "conversation.item.input_audio_transcription.completed",
-            item_id=item_id,
-            content_index=0,
-            transcript=transcript,
-            usage=usage,
+        return self._transcription(
+            "completed", item_id, logprobs, transcript=transcript, usage=usage
         )
-        if logprobs is not None:
-            event["logprobs"] = logprobs
-        return event
 
     # -- responses --
 
@@ -173,87 +187,32 @@ class EventFactory:
             item=item,
         )
 
-    def content_part(
-        self, kind: str, response_id: str, item_id: str, output_index: int, part: dict[str, Any]
-    ) -> Event:
-        return self.event(
-            f"response.content_part.{kind}",
-            response_id=response_id,
-            item_id=item_id,
-            output_index=output_index,
-            content_index=0,
-            part=part,
-        )
+    def content_part(self, kind: str, slot: OutputSlot, part: dict[str, Any]) -> Event:
+        return self.event(f"response.content_part.{kind}", **slot.of_content(), part=part)
 
-    def text_delta(
-        self, audio: bool, response_id: str, item_id: str, output_index: int, delta: str
-    ) -> Event:
+    def text_delta(self, audio: bool, slot: OutputSlot, delta: str) -> Event:
         type_ = self.transcript_delta_type if audio else self.text_delta_type
+        return self._delta(type_, **slot.of_content(), delta=delta)
+
+    def text_done(self, audio: bool, slot: OutputSlot, text: str) -> Event:
+        """The final transcript (audio responses) or text (text-only ones)."""
+        type_, key = (
+            (self.transcript_done_type, "transcript") if audio else (self.text_done_type, "text")
+        )
+        return self.event(type_, **slot.of_content(), **{key: text})
+
+    def audio_done(self, slot: OutputSlot) -> Event:
+        return self.event(self.audio_done_type, **slot.of_content())
+
+    def arguments_delta(self, slot: OutputSlot, call_id: str, delta: str) -> Event:
         return self._delta(
-            type_,
-            response_id=response_id,
-            item_id=item_id,
-            output_index=output_index,
-            content_index=0,
-            delta=delta,
+            "response.function_call_arguments.delta", **slot.of_item(), call_id=call_id, delta=delta
         )
 
-    def text_done(
-        self, audio: bool, response_id: str, item_id: str, output_index: int, text: str
-    ) -> Event:
-        if audio:
-            return self.event(
-                self.transcript_done_type,
-                response_id=response_id,
-                item_id=item_id,
-                output_index=output_index,
-                content_index=0,
-                transcript=text,
-            )
-        return self.event(
-            self.text_done_type,
-            response_id=response_id,
-            item_id=item_id,
-            output_index=output_index,
-            content_index=0,
-            text=text,
-        )
-
-    def audio_done(self, response_id: str, item_id: str, output_index: int) -> Event:
-        return self.event(
-            self.audio_done_type,
-            response_id=response_id,
-            item_id=item_id,
-            output_index=output_index,
-            content_index=0,
-        )
-
-    def arguments_delta(
-        self, response_id: str, item_id: str, output_index: int, call_id: str, delta: str
-    ) -> Event:
-        return self._delta(
-            "response.function_call_arguments.delta",
-            response_id=response_id,
-            item_id=item_id,
-            output_index=output_index,
-            call_id=call_id,
-            delta=delta,
-        )
-
-    def arguments_done(
-        self,
-        response_id: str,
-        item_id: str,
-        output_index: int,
-        call_id: str,
-        name: str,
-        arguments: str,
-    ) -> Event:
+    def arguments_done(self, slot: OutputSlot, call_id: str, name: str, arguments: str) -> Event:
         event = self.event(
             "response.function_call_arguments.done",
-            response_id=response_id,
-            item_id=item_id,
-            output_index=output_index,
+            **slot.of_item(),
             call_id=call_id,
             arguments=arguments,
         )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
+from collections.abc import Callable
 
 from .session import EmulatedCall
 
@@ -57,16 +57,11 @@ class CallRegistry:
 
     async def wait_for_call(self, count: int = 1, timeout_secs: float = 10.0) -> EmulatedCall:
         """The ``count``-th call created by this app (1 = the first)."""
-        deadline = time.monotonic() + timeout_secs
-        while self.created < count:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"emulator: {self.created} calls, waited for {count}")
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                continue
+        await self._until(
+            lambda: self.created >= count,
+            timeout_secs,
+            lambda: f"emulator: {self.created} calls, waited for {count}",
+        )
         index = count - 1 - (self.created - len(self._history))
         if index < 0:
             raise LookupError(f"call #{count} is no longer remembered")
@@ -74,16 +69,23 @@ class CallRegistry:
 
     async def wait_idle(self, timeout_secs: float = 10.0) -> None:
         """Until no call is live (e.g. after a hang-up, before asserting)."""
-        deadline = time.monotonic() + timeout_secs
-        while self.active:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"emulator: {len(self.active)} calls still live")
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                continue
+        await self._until(
+            lambda: not self.active,
+            timeout_secs,
+            lambda: f"emulator: {len(self.active)} calls still live",
+        )
+
+    async def _until(
+        self, condition: Callable[[], bool], timeout_secs: float, failure: Callable[[], str]
+    ) -> None:
+        """Re-test ``condition`` on every change to the registry, up to the deadline."""
+        try:
+            async with asyncio.timeout(timeout_secs):
+                while not condition():
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise TimeoutError(failure()) from None
 
     async def close_all(self) -> None:
         calls = list(self.active.values())

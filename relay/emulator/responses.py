@@ -18,8 +18,9 @@ from typing import Any
 
 from . import ids
 from .conversation import Conversation, Entry
-from .events import Event, EventFactory
-from .playout import RATE, AgentAudioTrack
+from .events import OutputSlot
+from .outlet import Outlet
+from .playout import RATE
 from .voice import speak
 
 #: How much faster than real time the emulated model "generates" audio.
@@ -60,9 +61,7 @@ class ResponsePlan:
 @dataclass
 class ResponseRun:
     plan: ResponsePlan
-    factory: EventFactory
-    send: Callable[[Event], None]
-    track: AgentAudioTrack
+    out: Outlet
     conversation: Conversation
     delay_secs: float
     on_finished: Callable[[ResponseRun], None]
@@ -90,6 +89,11 @@ class ResponseRun:
         return f"call_{self.item_id[5:21]}"
 
     @property
+    def slot(self) -> OutputSlot:
+        """Where this response's events point (its one output item)."""
+        return OutputSlot(self.plan.response_id, self.item_id)
+
+    @property
     def generating(self) -> bool:
         return not self.finished
 
@@ -106,7 +110,7 @@ class ResponseRun:
         usage: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         plan = self.plan
-        return self.factory.response(
+        return self.out.factory.response(
             plan.response_id,
             status=status,
             output=output,
@@ -134,7 +138,9 @@ class ResponseRun:
                 "call_id": self.call_id,
                 "arguments": arguments if with_content else "",
             }
-        content = [self.factory.assistant_content(plan.audio, self.spoken)] if with_content else []
+        content = (
+            [self.out.factory.assistant_content(plan.audio, self.spoken)] if with_content else []
+        )
         return {
             "id": self.item_id,
             "object": "realtime.item",
@@ -146,9 +152,9 @@ class ResponseRun:
 
     def _emit_created(self) -> None:
         self.created = True
-        self.send(self.factory.response_created(self._response("in_progress", [])))
-        if self.factory.dialect == "beta":  # beta: before the output items
-            self.send(self.factory.rate_limits(self.plan.input_text_tokens))
+        self.out.send(self.out.factory.response_created(self._response("in_progress", [])))
+        if self.out.factory.dialect == "beta":  # beta: before the output items
+            self.out.send(self.out.factory.rate_limits(self.plan.input_text_tokens))
 
     # -- the run --
 
@@ -157,23 +163,23 @@ class ResponseRun:
         await asyncio.sleep(self.delay_secs)
         self._emit_created()
         item = self._item("in_progress", with_content=False)
-        self.send(self.factory.output_item("added", plan.response_id, 0, item))
+        self.out.send(self.out.factory.output_item("added", plan.response_id, 0, item))
         self._output_added = True
         if plan.in_conversation:
             self._previous_item_id = self.conversation.add(Entry(item=item))
             self._item_added = True
-            self.send(self.factory.item_added(self._previous_item_id, item))
+            self.out.send(self.out.factory.item_added(self._previous_item_id, item))
         if plan.function is not None:
             await self._call_function()
             return
-        self.send(
-            self.factory.content_part(
-                "added", plan.response_id, self.item_id, 0, self.factory.assistant_part(plan.audio)
+        self.out.send(
+            self.out.factory.content_part(
+                "added", self.slot, self.out.factory.assistant_part(plan.audio)
             )
         )
         self._part_added = True
         if plan.audio:
-            self.track.begin(plan.response_id)
+            self.out.track.begin(plan.response_id)
         for word in speak(plan.text, plan.voice, plan.speed):
             if plan.audio:
                 word_ms = word.pcm.size * 1000 // RATE
@@ -187,11 +193,9 @@ class ResponseRun:
                 return
             self._output_tokens += tokens
             self.spoken += word.text
-            self.send(
-                self.factory.text_delta(plan.audio, plan.response_id, self.item_id, 0, word.text)
-            )
+            self.out.send(self.out.factory.text_delta(plan.audio, self.slot, word.text))
             if plan.audio:
-                self.track.enqueue(plan.response_id, word.pcm)
+                self.out.track.enqueue(plan.response_id, word.pcm)
                 self.audio_ms += word_ms
                 self.produced_audio = True
                 await asyncio.sleep(word_ms / 1000.0 / GENERATION_SPEEDUP)
@@ -205,15 +209,11 @@ class ResponseRun:
         name, arguments = plan.function
         call_id = self.call_id
         for start in range(0, len(arguments), 8):
-            self.send(
-                self.factory.arguments_delta(
-                    plan.response_id, self.item_id, 0, call_id, arguments[start : start + 8]
-                )
+            self.out.send(
+                self.out.factory.arguments_delta(self.slot, call_id, arguments[start : start + 8])
             )
             await asyncio.sleep(TEXT_DELTA_SECS)
-        self.send(
-            self.factory.arguments_done(plan.response_id, self.item_id, 0, call_id, name, arguments)
-        )
+        self.out.send(self.out.factory.arguments_done(self.slot, call_id, name, arguments))
         self._output_tokens = text_tokens(arguments)
         self.finish("completed")
 
@@ -231,26 +231,23 @@ class ResponseRun:
         item_status = "completed" if status == "completed" else "incomplete"
         if self._part_added:
             if plan.audio:
-                self.send(self.factory.audio_done(plan.response_id, self.item_id, 0))
-            self.send(
-                self.factory.text_done(plan.audio, plan.response_id, self.item_id, 0, self.spoken)
-            )
-            part = self.factory.assistant_part(plan.audio, self.spoken)
-            self.send(self.factory.content_part("done", plan.response_id, self.item_id, 0, part))
+                self.out.send(self.out.factory.audio_done(self.slot))
+            self.out.send(self.out.factory.text_done(plan.audio, self.slot, self.spoken))
+            part = self.out.factory.assistant_part(plan.audio, self.spoken)
+            self.out.send(self.out.factory.content_part("done", self.slot, part))
         if plan.audio:
-            self.track.end(plan.response_id)
+            self.out.track.end(plan.response_id)
         item = self._item(item_status, with_content=True)
         if self._item_added:
             entry = self.conversation.get(self.item_id)
             if entry is not None:
                 entry.item = item
                 entry.audio_ms = self.audio_ms
-            for event in self.factory.item_done(self._previous_item_id, item):
-                self.send(event)
+            self.out.send_all(self.out.factory.item_done(self._previous_item_id, item))
         output = [item] if self._output_added else []
         if self._output_added:
-            self.send(self.factory.output_item("done", plan.response_id, 0, item))
-        usage = self.factory.usage(
+            self.out.send(self.out.factory.output_item("done", plan.response_id, 0, item))
+        usage = self.out.factory.usage(
             input_text=plan.input_text_tokens,
             input_audio=plan.input_audio_tokens,
             output_text=text_tokens(self.spoken if plan.function is None else item["arguments"]),
@@ -259,7 +256,9 @@ class ResponseRun:
         details = None
         if status != "completed":
             details = {"type": status, "reason": reason}
-        self.send(self.factory.response_done(self._response(status, output, details, usage)))
-        if self.factory.dialect == "ga":  # GA: after response.done (observed)
-            self.send(self.factory.rate_limits(usage["total_tokens"]))
+        self.out.send(
+            self.out.factory.response_done(self._response(status, output, details, usage))
+        )
+        if self.out.factory.dialect == "ga":  # GA: after response.done (observed)
+            self.out.send(self.out.factory.rate_limits(usage["total_tokens"]))
         self.on_finished(self)

@@ -16,23 +16,22 @@ from .errors import ApiError
 Json = Any
 
 
+#: Python type -> JSON type name; bool before int, as a bool is an int too.
+_JSON_TYPE_NAMES: tuple[tuple[type, str], ...] = (
+    (type(None), "null"),
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "decimal"),
+    (str, "string"),
+    (list, "array"),
+    (dict, "object"),
+)
+
+
 def json_type(value: object) -> str:
     """The JSON type name OpenAI uses in ``invalid_type`` messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "decimal"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    names = (name for kind, name in _JSON_TYPE_NAMES if isinstance(value, kind))
+    return next(names, type(value).__name__)
 
 
 _ARTICLE = {"integer": "an integer", "array": "an array", "object": "an object"}
@@ -74,15 +73,36 @@ def missing_parameter(path: str) -> ApiError:
     return ApiError(f"Missing required parameter: '{path}'.", "missing_required_parameter", path)
 
 
+def _length_error(path: str, noun: str, size: int, limit: int, too_long: bool) -> ApiError:
+    """``string_above_max_length``, ``array_above_max_length``, ``..._below_min_length``."""
+    word, bound, code = (
+        ("long", "maximum", "above_max") if too_long else ("short", "minimum", "below_min")
+    )
+    return ApiError(
+        f"Invalid '{path}': {noun} too {word}. Expected {_a(noun)} with {bound} length "
+        f"{limit}, but got {_a(noun)} with length {size} instead.",
+        f"{noun}_{code}_length",
+        path,
+    )
+
+
 class Spec:
-    """A node of a schema. ``check`` returns the (copied) value or raises ApiError."""
+    """A node of a schema. ``check`` returns the (copied) value or raises ApiError:
+    ``invalid_type`` unless the value has one of ``json_types``, then whatever
+    :meth:`refine` finds."""
 
     #: JSON types this node accepts; lets :class:`OneOf` pick a branch by type.
     json_types: frozenset[str] = frozenset()
     expected = "a value"
 
     def check(self, value: Json, path: str) -> Json:
-        raise NotImplementedError
+        if not self.accepts_type(value):
+            raise invalid_type(path, self.expected, value)
+        return self.refine(value, path)
+
+    def refine(self, value: Json, path: str) -> Json:
+        """The checks beyond the JSON type (``value`` has the right one)."""
+        return value
 
     def accepts_type(self, value: Json) -> bool:
         kind = json_type(value)
@@ -92,9 +112,6 @@ class Spec:
 class AnyValue(Spec):
     json_types = frozenset({"null", "boolean", "integer", "decimal", "string", "array", "object"})
 
-    def check(self, value: Json, path: str) -> Json:
-        return value
-
 
 class AnyObject(Spec):
     """A free-form JSON object (JSON schema parameters, metadata)."""
@@ -102,10 +119,10 @@ class AnyObject(Spec):
     json_types = frozenset({"object"})
     expected = "an object"
 
-    def check(self, value: Json, path: str) -> Json:
-        if not isinstance(value, dict):
-            raise invalid_type(path, self.expected, value)
-        return value
+
+class Bool(Spec):
+    json_types = frozenset({"boolean"})
+    expected = "a boolean"
 
 
 class Str(Spec):
@@ -116,93 +133,11 @@ class Str(Spec):
         self.max_length = max_length
         self.min_length = min_length
 
-    def check(self, value: Json, path: str) -> Json:
-        if not isinstance(value, str):
-            raise invalid_type(path, self.expected, value)
+    def refine(self, value: Json, path: str) -> Json:
         if self.max_length is not None and len(value) > self.max_length:
-            raise ApiError(
-                f"Invalid '{path}': string too long. Expected a string with maximum length "
-                f"{self.max_length}, but got a string with length {len(value)} instead.",
-                "string_above_max_length",
-                path,
-            )
+            raise _length_error(path, "string", len(value), self.max_length, too_long=True)
         if len(value) < self.min_length:
-            raise ApiError(
-                f"Invalid '{path}': string too short. Expected a string with minimum length "
-                f"{self.min_length}, but got a string with length {len(value)} instead.",
-                "string_below_min_length",
-                path,
-            )
-        return value
-
-
-class Bool(Spec):
-    json_types = frozenset({"boolean"})
-    expected = "a boolean"
-
-    def check(self, value: Json, path: str) -> Json:
-        if not isinstance(value, bool):
-            raise invalid_type(path, self.expected, value)
-        return value
-
-
-class Int(Spec):
-    json_types = frozenset({"integer"})
-    expected = "an integer"
-
-    def __init__(self, minimum: int | None = None, maximum: int | None = None) -> None:
-        self.minimum = minimum
-        self.maximum = maximum
-
-    def check(self, value: Json, path: str) -> Json:
-        # JSON has no int/float distinction on the wire, but 3.0 parses as a float here;
-        # OpenAI accepts integral decimals for integer fields.
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise invalid_type(path, self.expected, value)
-        if self.minimum is not None and value < self.minimum:
-            raise ApiError(
-                f"Invalid '{path}': integer below minimum value. Expected a value >= "
-                f"{self.minimum}, but got {value} instead.",
-                "integer_below_min_value",
-                path,
-            )
-        if self.maximum is not None and value > self.maximum:
-            raise ApiError(
-                f"Invalid '{path}': integer above maximum value. Expected a value <= "
-                f"{self.maximum}, but got {value} instead.",
-                "integer_above_max_value",
-                path,
-            )
-        return value
-
-
-class Num(Spec):
-    json_types = frozenset({"decimal"})
-    expected = "a number"
-
-    def __init__(self, minimum: float | None = None, maximum: float | None = None) -> None:
-        self.minimum = minimum
-        self.maximum = maximum
-
-    def check(self, value: Json, path: str) -> Json:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise invalid_type(path, self.expected, value)
-        if self.minimum is not None and value < self.minimum:
-            raise ApiError(
-                f"Invalid '{path}': decimal below minimum value. Expected a value >= "
-                f"{self.minimum}, but got {value} instead.",
-                "decimal_below_min_value",
-                path,
-            )
-        if self.maximum is not None and value > self.maximum:
-            raise ApiError(
-                f"Invalid '{path}': decimal above maximum value. Expected a value <= "
-                f"{self.maximum}, but got {value} instead.",
-                "decimal_above_max_value",
-                path,
-            )
+            raise _length_error(path, "string", len(value), self.min_length, too_long=False)
         return value
 
 
@@ -213,12 +148,56 @@ class Enum(Spec):
     def __init__(self, *values: str) -> None:
         self.values = values
 
-    def check(self, value: Json, path: str) -> Json:
-        if not isinstance(value, str):
-            raise invalid_type(path, self.expected, value)
+    def refine(self, value: Json, path: str) -> Json:
         if value not in self.values:
             raise invalid_value(path, value, self.values)
         return value
+
+
+class Num(Spec):
+    """A number within optional bounds (an integer is a number too)."""
+
+    json_types = frozenset({"decimal"})
+    expected = "a number"
+    #: How OpenAI's messages and codes name it (``decimal_below_min_value``...).
+    number_kind = "decimal"
+
+    def __init__(self, minimum: float | None = None, maximum: float | None = None) -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+
+    def refine(self, value: Json, path: str) -> Json:
+        kind = self.number_kind
+        if self.minimum is not None and value < self.minimum:
+            problem, relation = "below minimum", f">= {self.minimum}"
+            code = f"{kind}_below_min_value"
+        elif self.maximum is not None and value > self.maximum:
+            problem, relation = "above maximum", f"<= {self.maximum}"
+            code = f"{kind}_above_max_value"
+        else:
+            return value
+        raise ApiError(
+            f"Invalid '{path}': {kind} {problem} value. Expected a value {relation}, but got "
+            f"{value} instead.",
+            code,
+            path,
+        )
+
+
+class Int(Num):
+    json_types = frozenset({"integer"})
+    expected = "an integer"
+    number_kind = "integer"
+
+    def __init__(self, minimum: int | None = None, maximum: int | None = None) -> None:
+        super().__init__(minimum, maximum)
+
+    def check(self, value: Json, path: str) -> Json:
+        # JSON has no int/float distinction on the wire, but 3.0 parses as a float here;
+        # OpenAI accepts integral decimals for integer fields.
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return super().check(value, path)
 
 
 class Nullable(Spec):
@@ -239,16 +218,9 @@ class ListOf(Spec):
         self.item = item
         self.max_items = max_items
 
-    def check(self, value: Json, path: str) -> Json:
-        if not isinstance(value, list):
-            raise invalid_type(path, self.expected, value)
+    def refine(self, value: Json, path: str) -> Json:
         if self.max_items is not None and len(value) > self.max_items:
-            raise ApiError(
-                f"Invalid '{path}': array too long. Expected an array with maximum length "
-                f"{self.max_items}, but got an array with length {len(value)} instead.",
-                "array_above_max_length",
-                path,
-            )
+            raise _length_error(path, "array", len(value), self.max_items, too_long=True)
         return [self.item.check(v, f"{path}[{i}]") for i, v in enumerate(value)]
 
 
@@ -269,9 +241,7 @@ class Obj(Spec):
         self.required = tuple(required)
         self.allow_extra = allow_extra
 
-    def check(self, value: Json, path: str) -> Json:
-        if not isinstance(value, dict):
-            raise invalid_type(path, self.expected, value)
+    def refine(self, value: Json, path: str) -> Json:
         out: dict[str, Json] = {}
         for name, item in value.items():
             spec = self.fields.get(name)
@@ -298,9 +268,7 @@ class Tagged(Spec):
         self.tag = tag
         self.default = default
 
-    def check(self, value: Json, path: str) -> Json:
-        if not isinstance(value, dict):
-            raise invalid_type(path, self.expected, value)
+    def refine(self, value: Json, path: str) -> Json:
         kind = value.get(self.tag, self.default)
         if kind is None:
             raise missing_parameter(child(path, self.tag))

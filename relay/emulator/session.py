@@ -28,15 +28,18 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 
-from .. import aiortc_patches
 from . import ids
 from .capture import ReceivedAudio
 from .client_events import ClientEventHandler
 from .errors import ApiError
 from .events import Event, EventFactory
+from .ice import configure_ice
+from .items import ItemCommands
+from .outlet import Outlet
 from .playout import AgentAudioTrack
 from .sdp import OfferInfo, tweak_answer
 from .session_config import SessionConfig
+from .settings import EmulatorSettings
 from .turns import Dialogue
 
 logger = logging.getLogger(__name__)
@@ -75,22 +78,19 @@ class EmulatedCall:
     def __init__(
         self,
         config: SessionConfig,
-        *,
-        max_session_secs: float,
-        response_delay_secs: float,
-        strict_consent: bool = False,
-        announce_addresses: tuple[str, ...] = (),
+        settings: EmulatorSettings,
         on_closed: Callable[[EmulatedCall], None] | None = None,
     ) -> None:
         self.id = ids.call_id()
         self.session_id = ids.session_id()
         self.config = config
         self.dialect = config.dialect
+        self.settings = settings
         self.created_at = time.time()
-        self.max_session_secs = max_session_secs
-        self.expires_at = int(self.created_at + max_session_secs)
-        self.strict_consent = strict_consent
-        self.announce_addresses = announce_addresses
+        # OpenAI capped beta sessions at half the GA cap.
+        cap = settings.max_session_secs
+        self.max_session_secs = cap if config.dialect == "ga" else cap / 2
+        self.expires_at = int(self.created_at + self.max_session_secs)
         self.on_closed = on_closed
         self.factory = EventFactory(config.dialect)
         #: Test hook: the caller's audio as received (see relay.emulator.capture).
@@ -103,33 +103,32 @@ class EmulatedCall:
         self.closed = asyncio.Event()
         self.connected = asyncio.Event()
         self.channel_open = asyncio.Event()
-
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.track = AgentAudioTrack()
-        self.dialogue = Dialogue(
-            config,
-            self.factory,
-            self.send,
-            self.track,
-            response_delay_secs,
-            max_message_bytes=self._max_message_bytes,
-        )
-        self.handler = ClientEventHandler(
-            self.dialogue,
-            self.factory,
-            self.send,
-            self._session_updated,
-            lambda: self._close_soon("session.close"),
-        )
         self.channel: RTCDataChannel | None = None
         self._outbox: list[Event] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._input_end_ms = 0.0
-
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.track = AgentAudioTrack()
+        self.dialogue, self.handler = self._conversation_logic()
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_connection_state)
+
+    def _conversation_logic(self) -> tuple[Dialogue, ClientEventHandler]:
+        out = Outlet(self.factory, self.send, self.track)
+        dialogue = Dialogue(self.config, out, self.settings.response_delay_secs)
+        items = ItemCommands(
+            dialogue.conversation, out, self.config.dialect, self._max_message_bytes
+        )
+        handler = ClientEventHandler(
+            dialogue,
+            items,
+            out,
+            on_session_updated=self._session_updated,
+            on_close=lambda: self._close_soon("session.close"),
+        )
+        return dialogue, handler
 
     # -- setup --
 
@@ -143,13 +142,17 @@ class EmulatedCall:
             for t in self.pc.getTransceivers()
         ):
             self.pc.addTrack(self.track)
+        # Between the two descriptions: the transports exist, gathering has not begun.
+        configure_ice(
+            self.pc,
+            host_addresses=self.settings.ice_addresses,
+            strict_consent=self.settings.strict_consent,
+        )
         await self.pc.setLocalDescription(await self.pc.createAnswer())
-        if self.strict_consent:
-            aiortc_patches.refuse_consent_without_use_candidate(self.pc)
         self._spawn(self._expire_after(self.max_session_secs))
         self._spawn(self._connect_watchdog())
         return tweak_answer(
-            self.pc.localDescription.sdp, offer.opus_payload_type, self.announce_addresses
+            self.pc.localDescription.sdp, offer.opus_payload_type, self.settings.ice_addresses
         )
 
     def session_object(self) -> dict[str, Any]:

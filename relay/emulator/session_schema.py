@@ -20,31 +20,10 @@ from .schema import (
     Tagged,
 )
 
-GA_VOICES = (
-    "alloy",
-    "ash",
-    "ballad",
-    "coral",
-    "echo",
-    "sage",
-    "shimmer",
-    "verse",
-    "marin",
-    "cedar",
-)
-BETA_VOICES = (
-    "alloy",
-    "ash",
-    "ballad",
-    "coral",
-    "echo",
-    "sage",
-    "shimmer",
-    "verse",
-    "fable",
-    "onyx",
-    "nova",
-)
+#: Voices of both dialects; GA added two, the beta had three more of its own.
+_SHARED_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse")
+GA_VOICES = (*_SHARED_VOICES, "marin", "cedar")
+BETA_VOICES = (*_SHARED_VOICES, "fable", "onyx", "nova")
 BETA_MODELS = (
     "gpt-4o-realtime-preview",
     "gpt-4o-realtime-preview-2024-10-01",

@@ -20,7 +20,7 @@ OpenAI documents.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -41,15 +41,13 @@ def frame_dbfs(samples: np.ndarray) -> float:
     return 20.0 * float(np.log10(max(rms, 1e-6)))
 
 
-@dataclass(frozen=True)
-class SpeechStarted:
+class SpeechStarted(NamedTuple):
     audio_start_ms: int
     #: Where speech was actually detected (without the prefix padding).
     onset_ms: int
 
 
-@dataclass(frozen=True)
-class SpeechStopped:
+class SpeechStopped(NamedTuple):
     audio_end_ms: int
     #: Speech proper: first to last speech frame.
     speech_start_ms: int

@@ -11,8 +11,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from emulator_helpers import Emulator
 
-from relay.config import EmulatorSettings
 from relay.emulator import SESSIONS, create_emulator_app
+from relay.emulator.settings import EmulatorSettings
 
 BASE = EmulatorSettings(ice_addresses=("127.0.0.1",), response_delay_secs=0.02)
 

@@ -22,8 +22,12 @@ from pydantic import TypeAdapter
 from support import PacedAudioSource, RealtimeClient
 
 from relay.emulator import SESSIONS, CallRegistry
+from relay.emulator.ice import configure_ice
 
 STANDARD_KEY = "sk-emulator"
+#: Where every peer connection of these tests gathers (set per connection: the
+#: emulator's tests need none of the relay's process-wide or per-call workarounds).
+LOOPBACK = ("127.0.0.1",)
 EVENT_ID = re.compile(r"^event_[0-9A-Za-z]{21}$")
 AUDIO_BUFFER_EVENT_ID = re.compile(r"^event_[0-9a-f]{16}$")
 
@@ -117,7 +121,7 @@ class Emulator:
     ) -> AsyncIterator[RealtimeClient]:
         """A connected client whose data channel is open; on a clean exit, every
         event it received is validated against the openai package's types."""
-        client = RealtimeClient(source or PacedAudioSource())
+        client = loopback_client(source or PacedAudioSource())
         try:
             if token is None:  # an ephemeral key minted for this call
                 if dialect == "ga":
@@ -151,6 +155,15 @@ class Emulator:
             answer = await response.text()
             await client.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         return response
+
+
+def loopback_client(
+    source: PacedAudioSource | None = None, send_audio: bool = True
+) -> RealtimeClient:
+    """A :class:`RealtimeClient` whose own ICE gathers on 127.0.0.1 only."""
+    client = RealtimeClient(source, send_audio)
+    configure_ice(client.pc, host_addresses=LOOPBACK)
+    return client
 
 
 def error_of(response_body: dict[str, Any]) -> dict[str, Any]:

@@ -7,15 +7,21 @@ import re
 
 import openai
 from aiortc import RTCSessionDescription
-from emulator_helpers import STANDARD_KEY, Emulator, error_of, in_order, validate_events
-from support import RealtimeClient
+from emulator_helpers import (
+    STANDARD_KEY,
+    Emulator,
+    error_of,
+    in_order,
+    loopback_client,
+    validate_events,
+)
 
 LOCATION = re.compile(r"^/v1/realtime/calls/(rtc_[0-9a-f]{32})$")
 
 
 async def test_ga_ephemeral_call_and_hangup(emulator: Emulator) -> None:
     ek = (await emulator.mint({"type": "realtime", "instructions": "From the key."}))["value"]
-    client = RealtimeClient()
+    client = loopback_client()
     try:
         response = await client.connect(
             emulator.http, emulator.url("/v1/realtime/calls?model=gpt-realtime"), ek
@@ -62,7 +68,7 @@ async def test_ga_ephemeral_call_and_hangup(emulator: Emulator) -> None:
 
 
 async def test_multipart_call_with_standard_key(emulator: Emulator) -> None:
-    client = RealtimeClient()
+    client = loopback_client()
     try:
         session = {
             "type": "realtime",
@@ -84,7 +90,7 @@ async def test_official_sdk_calls_create(emulator: Emulator) -> None:
     sdk = openai.AsyncOpenAI(api_key=STANDARD_KEY, base_url=emulator.url("/v1"), max_retries=0)
     try:
         for session in ({"type": "realtime", "instructions": "From the SDK."}, None):
-            client = RealtimeClient()
+            client = loopback_client()
             try:
                 offer = await client.offer()
                 if session is None:  # the SDK then sends raw application/sdp
@@ -110,7 +116,7 @@ async def test_offer_without_candidates_connects(emulator: Emulator) -> None:
     """Browsers may POST before gathering: the emulator learns peer-reflexive
     addresses from the client's checks."""
     ek = (await emulator.mint())["value"]
-    client = RealtimeClient()
+    client = loopback_client()
     try:
         offer = await client.offer()
         stripped = (
@@ -184,7 +190,7 @@ async def test_beta_dialect(emulator: Emulator) -> None:
         await client.wait_for("output_audio_buffer.stopped", timeout=10)
     # A GA key is refused at the beta endpoint, and vice versa.
     ga_key = (await emulator.mint())["value"]
-    client = RealtimeClient()
+    client = loopback_client()
     try:
         response = await client.connect(emulator.http, emulator.url(path), ga_key)
         assert response.status == 401

@@ -11,10 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
-from emulator_helpers import STANDARD_KEY, Emulator, error_of
+from emulator_helpers import STANDARD_KEY, Emulator, error_of, loopback_client
 from openai.types.beta.realtime.session_create_response import SessionCreateResponse
 from openai.types.realtime.client_secret_create_response import ClientSecretCreateResponse
-from support import RealtimeClient
 
 from relay.emulator import KEYS
 
@@ -216,7 +215,7 @@ async def test_expired_ephemeral_key(emulator: Emulator) -> None:
     ek = (await emulator.mint())["value"]
     keys = emulator.app[KEYS]
     keys.clock = lambda: time.time() + 601  # past the default 600 s
-    client = RealtimeClient()
+    client = loopback_client()
     try:
         response = await client.connect(emulator.http, emulator.url("/v1/realtime/calls"), ek)
         error = error_of(await response.json())
@@ -232,7 +231,7 @@ async def test_secret_reuse_can_be_refused(start_emulator) -> None:  # type: ign
     ek = (await emulator.mint())["value"]
     async with emulator.call(ek):
         pass
-    client = RealtimeClient()
+    client = loopback_client()
     try:
         response = await client.connect(emulator.http, emulator.url("/v1/realtime/calls"), ek)
         assert response.status == 401

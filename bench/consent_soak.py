@@ -21,26 +21,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from support import PacedAudioSource, RealtimeClient  # noqa: E402
 
+from bench.common import gather_on  # noqa: E402
 from relay import aiortc_patches  # noqa: E402
 from relay.config import EmulatorSettings, Settings  # noqa: E402
+from relay.embedded import EMULATOR, build_app  # noqa: E402
 from relay.emulator.app import SESSIONS  # noqa: E402
-from relay.http.app import create_app  # noqa: E402
-from relay.http.state import EMULATOR, REGISTRY  # noqa: E402
+from relay.http.state import REGISTRY  # noqa: E402
 
 
 async def soak(seconds: float, stock_consent: bool) -> bool:
-    aiortc_patches.install()
-    if stock_consent:  # to see what the relay's fix prevents
+    gather_on(["127.0.0.1"])
+    if stock_consent:  # to see what the relay's fix prevents: aioice's own checks
         import aioice.ice
 
-        aioice.ice.Connection.query_consent = aiortc_patches.stock_query_consent  # type: ignore[method-assign]
+        aiortc_patches.consent_checks = aioice.ice.Connection.query_consent  # type: ignore[assignment]
     settings = Settings(
         open_mode=True,
         ice_addresses=("127.0.0.1",),
         noise_suppression="off",
         emulator=EmulatorSettings(ice_addresses=("127.0.0.1",), strict_consent=True),
     )
-    server = TestServer(create_app(settings), host="127.0.0.1")
+    server = TestServer(build_app(settings), host="127.0.0.1")
     await server.start_server()
     client = RealtimeClient(PacedAudioSource())
     ok = True

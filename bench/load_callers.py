@@ -17,16 +17,12 @@ import random
 import time
 
 import aiohttp
-from aiortc import (
-    MediaStreamTrack,
-    RTCConfiguration,
-    RTCDataChannel,
-    RTCPeerConnection,
-    RTCSessionDescription,
-)
+from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
+from bench.common import rtc_config
 from bench.load_lean import IdleTrack, Pump, RtpStream, audio_transceiver, count_incoming_rtp
-from bench.load_media import EncodedLoop, OnsetReceiver, PacketCounter, PacketSource
+from bench.load_media import EncodedLoop, PacketCounter, PacketSource
+from bench.tones import OnsetReceiver
 from relay import aiortc_patches
 
 
@@ -37,7 +33,7 @@ class CallFailed(Exception):
 class LoadCaller:
     def __init__(self, loop: EncodedLoop, pump: Pump | None, probe: bool = False) -> None:
         self.probe = probe
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = RTCPeerConnection(rtc_config())
         self.counter = PacketCounter()
         self.source: PacketSource | None = None
         self.stream: RtpStream | None = None
@@ -46,13 +42,15 @@ class LoadCaller:
         if probe or pump is None:
             self.source = PacketSource(loop, 0, record_onsets=probe)
             self.pc.addTrack(self.source)
-            buffer = aiortc_patches.audio_buffer_of(audio_transceiver(self.pc).receiver)
-            buffer.packet_sink = self.counter
-            buffer.decode = probe
         else:
             self.pc.addTransceiver(IdleTrack(), direction="sendrecv")
         self.receiver = OnsetReceiver() if probe else None
         self.channel: RTCDataChannel = self.pc.createDataChannel("oai-events")
+        aiortc_patches.adopt(self.pc)  # the harness adds no jitter buffer of its own
+        if self.source is not None:
+            buffer = aiortc_patches.audio_buffer_of(audio_transceiver(self.pc).receiver)
+            buffer.packet_sink = self.counter
+            buffer.decode = probe
         self.channel.on("open", self._on_open)
         self.channel.on("message", self._on_message)
         self.events_received = 0

@@ -24,7 +24,6 @@ under test is untouched: it sees ordinary SRTP from a normal DTLS-SRTP session.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import struct
 import time
@@ -34,6 +33,7 @@ from typing import Any
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError
 
+from bench.common import cancel_and_wait
 from relay import aiortc_patches
 
 FRAME_S = 0.02
@@ -186,11 +186,8 @@ class Pump:
             tick += 1
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
 
 def audio_transceiver(pc: RTCPeerConnection) -> RTCRtpTransceiver:

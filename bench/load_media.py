@@ -1,5 +1,5 @@
 """Media for ``bench.load``: real speech, pre-encoded browser-like Opus, paced packet
-tracks, packet counters and tone-onset detection.
+tracks and packet counters (the tone bursts and their onsets: :mod:`bench.tones`).
 
 The load side must stay cheap, so every loop is encoded once at start-up (libopus,
 mono, 48 kHz, 32 kb/s, ``voip``: what a browser sends) and the tracks hand aiortc
@@ -14,17 +14,13 @@ this workplace), else it is synthesised with ``espeak-ng`` and converted with ``
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import fractions
 import hashlib
-import math
 import shutil
 import subprocess
 import tempfile
 import time
 import wave
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,24 +30,14 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.common import REPO, Pacing
+from bench.tones import FRAME, RATE, burst_period, find_onsets
+
 SHARED_SPEECH = REPO.parent / "shared" / "media" / "speech-48k.wav"
 
-RATE = 48000
-FRAME = 960  # 20 ms at 48 kHz
 FRAME_S = FRAME / RATE
 TIME_BASE = fractions.Fraction(1, RATE)
 
-#: The probe's tone bursts (both directions): 100 ms of 1 kHz every 500 ms, starting
-#: mid-frame; an onset is the first decoded sample above ONSET_THRESHOLD after at
-#: least ONSET_QUIET_S of quiet.
-PROBE_PERIOD = 25 * FRAME
-PROBE_BURST = 5 * FRAME
-PROBE_BURST_START = FRAME // 2
-TONE_HZ = 1000.0
-TONE_AMPLITUDE = 0.5
-ONSET_THRESHOLD = 0.2 * 32768
-ONSET_QUIET_S = 0.25
 #: Level of the low noise floor under everything (a browser never sends digital zero).
 NOISE_FLOOR_DBFS = -65.0
 #: Speech is normalised to this peak (well below the onset threshold).
@@ -130,43 +116,40 @@ def _to_frames(signal: np.ndarray) -> np.ndarray:
     return np.clip(np.round(signal), -32768, 32767).astype(np.int16)
 
 
-def caller_signal(speech: np.ndarray, seed: int = 1) -> np.ndarray:
-    """The callers' uplink loop: turns of speech (~3 s) and listening (~3 s)."""
+def _scaled(speech: np.ndarray, peak: float) -> np.ndarray:
+    """Speech as float, normalised to ``peak`` of full scale."""
     x = speech.astype(np.float64)
-    peak = float(np.max(np.abs(x))) or 1.0
-    x = x * (SPEECH_PEAK * 32767 / peak)
-    turn, pause = int(3.0 * RATE), int(3.0 * RATE)
+    top = float(np.max(np.abs(x))) or 1.0
+    return x * (peak * 32767 / top)
+
+
+def _turns(x: np.ndarray, talk_s: float, pause_s: float, seed: int) -> np.ndarray:
+    """Turns of ``talk_s`` of ``x``, each followed by ``pause_s`` of quiet, over the
+    noise floor."""
+    turn, pause = int(talk_s * RATE), int(pause_s * RATE)
     parts: list[np.ndarray] = []
     for start in range(0, x.size - turn // 2, turn):
         parts.append(x[start : start + turn])
         parts.append(np.zeros(pause))
     loop = np.concatenate(parts)
     return _to_frames(loop + _noise(loop.size, seed))
+
+
+def caller_signal(speech: np.ndarray, seed: int = 1) -> np.ndarray:
+    """The callers' uplink loop: turns of speech (~3 s) and listening (~3 s)."""
+    return _turns(_scaled(speech, SPEECH_PEAK), 3.0, 3.0, seed)
 
 
 def agent_signal(speech: np.ndarray, seed: int = 2) -> np.ndarray:
     """The light upstream's downlink loop: the same speech as agent turns (4 s talk,
     1.5 s pause), continuous like OpenAI's stream."""
-    x = speech.astype(np.float64)
-    peak = float(np.max(np.abs(x))) or 1.0
-    x = x[::-1] * (0.5 * 32767 / peak)  # reversed: a different-sounding voice
-    turn, pause = int(4.0 * RATE), int(1.5 * RATE)
-    parts: list[np.ndarray] = []
-    for start in range(0, x.size - turn // 2, turn):
-        parts.append(x[start : start + turn])
-        parts.append(np.zeros(pause))
-    loop = np.concatenate(parts)
-    return _to_frames(loop + _noise(loop.size, seed))
+    reversed_ = _scaled(speech, 0.5)[::-1]  # reversed: a different-sounding voice
+    return _turns(reversed_, 4.0, 1.5, seed)
 
 
 def probe_signal(periods: int = 8, seed: int = 3) -> np.ndarray:
     """Tone bursts over the noise floor, one per 500 ms period."""
-    one = np.zeros(PROBE_PERIOD)
-    n = np.arange(PROBE_BURST)
-    one[PROBE_BURST_START : PROBE_BURST_START + PROBE_BURST] = (
-        TONE_AMPLITUDE * 32767 * np.sin(2 * np.pi * TONE_HZ * n / RATE)
-    )
-    loop = np.tile(one, periods)
+    loop = np.tile(burst_period(), periods)
     return _to_frames(loop + _noise(loop.size, seed))
 
 
@@ -232,19 +215,6 @@ class EncodedLoop:
         return len(self.packets) * FRAME_S
 
 
-def find_onsets(pcm: np.ndarray, rate: int = RATE) -> list[int]:
-    """Sample indices where a burst starts (loud after ONSET_QUIET_S of quiet)."""
-    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > ONSET_THRESHOLD)
-    onsets: list[int] = []
-    last = -math.inf
-    quiet = ONSET_QUIET_S * rate
-    for i in loud:
-        if i - last > quiet:
-            onsets.append(int(i))
-        last = i
-    return onsets
-
-
 def encoded_probe_loop() -> EncodedLoop:
     packets = encode_opus(probe_signal())
     decoded = decode_opus(packets)
@@ -275,7 +245,7 @@ class PacketSource(MediaStreamTrack):
         self._onsets = loop.onsets if record_onsets else {}
         self._index = offset % len(loop.packets)
         self._pts = 0
-        self._start: float | None = None
+        self._pacing = Pacing()
         self.sent = 0
         self.onsets: list[float] = []
         #: Worst lateness (s) of a packet release behind its schedule.
@@ -284,15 +254,8 @@ class PacketSource(MediaStreamTrack):
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        due = self._start + self.sent * FRAME_S
-        wait = due - now
-        if wait > 0:
-            await asyncio.sleep(wait)
-        elif -wait > self.max_late:
-            self.max_late = -wait
+        late = await self._pacing.wait(self.sent * FRAME_S)
+        self.max_late = max(self.max_late, late)
         if self.readyState != "live":
             raise MediaStreamError
         i = self._index
@@ -321,94 +284,3 @@ class PacketCounter:
 
     def count(self) -> None:
         self.packets += 1
-
-
-class OnsetReceiver:
-    """Reads a decoded remote track to its end; records tone onsets (monotonic)."""
-
-    def __init__(self) -> None:
-        self.onsets: list[float] = []
-        self.frames = 0
-        self._last_loud = -math.inf
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self, track: MediaStreamTrack) -> None:
-        self._task = asyncio.ensure_future(self._run(track))
-
-    async def _run(self, track: MediaStreamTrack) -> None:
-        try:
-            while True:
-                frame = await track.recv()
-                if isinstance(frame, AudioFrame):
-                    self.feed(frame, time.monotonic())
-        except (MediaStreamError, asyncio.CancelledError):
-            pass
-
-    def feed(self, frame: AudioFrame, returned: float) -> None:
-        self.frames += 1
-        pcm = frame.to_ndarray().reshape(-1)
-        if len(frame.layout.channels) == 2:
-            pcm = pcm[0::2]
-        loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > ONSET_THRESHOLD)
-        if loud.size == 0:
-            return
-        rate = frame.sample_rate or RATE
-        first = returned + int(loud[0]) / rate
-        if first - self._last_loud > ONSET_QUIET_S:
-            self.onsets.append(first)
-        self._last_loud = returned + int(loud[-1]) / rate
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, MediaStreamError):
-                await self._task
-
-
-class LagProbe:
-    """Event-loop lag of this process: a task that sleeps ``interval`` and records how
-    late it woke (seconds). ``take()`` returns the samples since the last take."""
-
-    def __init__(self, interval: float = 0.01) -> None:
-        self.interval = interval
-        self._samples: list[float] = []
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            before = time.monotonic()
-            await asyncio.sleep(self.interval)
-            self._samples.append(max(0.0, time.monotonic() - before - self.interval))
-            if len(self._samples) > 100_000:
-                del self._samples[:50_000]
-
-    def take(self) -> list[float]:
-        samples, self._samples = self._samples, []
-        return samples
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-
-def lag_summary(samples: list[float]) -> dict[str, float | None]:
-    """p50/p99/max of lag samples, in ms."""
-    if not samples:
-        return {"p50_ms": None, "p99_ms": None, "max_ms": None, "n": 0}
-    arr = np.asarray(samples) * 1000
-    return {
-        "p50_ms": float(np.percentile(arr, 50)),
-        "p99_ms": float(np.percentile(arr, 99)),
-        "max_ms": float(arr.max()),
-        "n": int(arr.size),
-    }
-
-
-Sink = Callable[[bytes, int], None]

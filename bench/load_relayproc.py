@@ -29,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bench.load_media import LagProbe, lag_summary
+from bench.common import LagProbe, lag_summary
 
 LAG = web.AppKey("bench_lag", LagProbe)
 PROFILE_ENV = "BENCH_LOAD_PROFILE"

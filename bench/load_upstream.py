@@ -30,34 +30,26 @@ import json
 import logging
 import random
 import secrets
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from aiortc import (
-    MediaStreamTrack,
-    RTCConfiguration,
-    RTCDataChannel,
-    RTCPeerConnection,
-    RTCSessionDescription,
-)
-from aiortc.mediastreams import MediaStreamError
+from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
+from bench.common import LagProbe, basic_logging, drain, gather_on, lag_summary, rtc_config
 from bench.load_lean import IdleTrack, Pump, RtpStream, audio_transceiver, count_incoming_rtp
 from bench.load_media import (
     EncodedLoop,
-    LagProbe,
-    OnsetReceiver,
     PacketCounter,
     PacketSource,
     agent_signal,
     encode_opus,
     encoded_probe_loop,
-    lag_summary,
     load_speech,
 )
+from bench.procs import own_cpu
+from bench.tones import OnsetReceiver
 from relay import aiortc_patches
 from relay.config import EmulatorSettings, Secret
 from relay.emulator.app import SESSIONS, create_emulator_app
@@ -65,13 +57,9 @@ from relay.emulator.app import SESSIONS, create_emulator_app
 logger = logging.getLogger("bench.load_upstream")
 
 EVENT_INTERVAL_S = 0.2
+#: What the stand-ins' transcript-like events say, a word at a time.
+TRANSCRIPT = "sure let me check that order for you it ships on thursday"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-async def _drain(track: MediaStreamTrack) -> None:
-    with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
-        while True:
-            await track.recv()
 
 
 class StandInCall:
@@ -88,7 +76,7 @@ class StandInCall:
         self.id = call_id
         self.on_closed = on_closed
         self.probe = probe
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = RTCPeerConnection(rtc_config())
         self._loop = loop
         self._pump = pump
         self.source = PacketSource(loop, 0, record_onsets=True) if probe else None
@@ -108,7 +96,7 @@ class StandInCall:
         if track.kind == "audio" and self.receiver is not None:
             self.receiver.start(track)
         elif track.kind != "audio":
-            self._tasks.append(asyncio.ensure_future(_drain(track)))
+            self._tasks.append(asyncio.ensure_future(drain(track)))
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         if self.channel is None:
@@ -137,6 +125,7 @@ class StandInCall:
 
     async def answer(self, offer_sdp: str) -> str:
         await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        aiortc_patches.adopt(self.pc)
         self.pc.addTrack(self.source if self.source is not None else IdleTrack())
         transceiver = audio_transceiver(self.pc)
         if self.source is not None:
@@ -202,20 +191,7 @@ class Bench:
 
     async def _events(self) -> None:
         """~5 transcript-like events per second on every stand-in call's channel."""
-        words = [
-            "sure",
-            "let",
-            "me",
-            "check",
-            "that",
-            "order",
-            "for",
-            "you",
-            "it",
-            "ships",
-            "on",
-            "thursday",
-        ]
+        words = TRANSCRIPT.split()
         while True:
             await asyncio.sleep(EVENT_INTERVAL_S)
             self._seq += 1
@@ -312,7 +288,7 @@ async def stats(request: web.Request) -> web.Response:
     bench = request.app[BENCH]
     light = list(bench.light.values())
     probes = list(bench.probes.values())
-    t = time_cpu()
+    t = own_cpu()
     ticks, late_ticks, max_late = bench.pump.take_lateness()
     body = {
         "pump": {"ticks": ticks, "late_ticks": late_ticks, "max_late_ms": max_late * 1000},
@@ -335,13 +311,6 @@ async def stats(request: web.Request) -> web.Response:
         "speech": bench.speech_source,
     }
     return web.json_response(body)
-
-
-def time_cpu() -> float:
-    import os
-
-    t = os.times()
-    return t.user + t.system
 
 
 async def probe_arm(request: web.Request) -> web.Response:
@@ -405,13 +374,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mode", choices=["emulator", "light"], default="emulator")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    aiortc_patches.install()
-    aiortc_patches.restrict_host_addresses(["127.0.0.1"])
+    basic_logging(args.log_level)
+    gather_on(["127.0.0.1"])
     app = create_app(args.key, args.port, args.mode)
     web.run_app(
         app, host="127.0.0.1", port=args.port, print=None, access_log=None, shutdown_timeout=5

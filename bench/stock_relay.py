@@ -27,12 +27,10 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
-import aioice.ice
 import numpy as np
 from aiohttp import web
 from aiortc import (
@@ -47,21 +45,13 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from av import AudioFrame
 
+from bench.common import basic_logging, drain, gather_on, rtc_config
+
 logger = logging.getLogger("stock_relay")
 
 CALLS: web.AppKey[dict[str, StockCall]] = web.AppKey("calls", dict)
 HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("http", aiohttp.ClientSession)
 OPTIONS: web.AppKey[argparse.Namespace] = web.AppKey("options", argparse.Namespace)
-
-
-def gather_on(addresses: Sequence[str]) -> None:
-    """Host candidates on exactly these addresses (the only aioice change)."""
-    fixed = list(addresses)
-
-    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return [a for a in fixed if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
-
-    aioice.ice.get_host_addresses = get_host_addresses
 
 
 class ApmTrack(MediaStreamTrack):
@@ -139,7 +129,7 @@ class StockCall:
         self.id = "rtc_stock_" + secrets.token_hex(8)
         self._app = app
         self._options: argparse.Namespace = app[OPTIONS]
-        self.caller_pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.caller_pc = RTCPeerConnection(rtc_config())
         self.upstream_pc = RTCPeerConnection(
             RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         )
@@ -165,7 +155,7 @@ class StockCall:
             raise web.HTTPBadRequest(text="the offer has no audio")
         for extra in caller_tracks:
             if extra is not audio[0]:
-                self._spawn(_drain(extra))
+                self._spawn(drain(extra))
         uplink: MediaStreamTrack = self.media.subscribe(audio[0])
         if self._options.noise_suppression == "webrtc":
             uplink = ApmTrack(uplink)
@@ -237,12 +227,6 @@ class StockCall:
         logger.info("call %s closed", self.id)
 
 
-async def _drain(track: MediaStreamTrack) -> None:
-    with contextlib.suppress(MediaStreamError):
-        while True:
-            await track.recv()
-
-
 async def create_call(request: web.Request) -> web.Response:
     call = StockCall(request.app)
     request.app[CALLS][call.id] = call
@@ -305,11 +289,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--noise-suppression", choices=["off", "webrtc"], default="off")
     parser.add_argument("--log-level", default="INFO")
     options = parser.parse_args(argv)
-    logging.basicConfig(
-        level=options.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    basic_logging(options.log_level)
     gather_on([a.strip() for a in options.ice_addresses.split(",") if a.strip()])
     logger.info(
         "stock aiortc relay on http://%s:%d (upstream %s, noise suppression %s)",

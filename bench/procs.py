@@ -1,6 +1,7 @@
-"""Processes of ``bench.load``: start them pinned to a core, and read what /proc says
-about them (CPU, per-thread CPU, RSS, threads, open fds) and about the machine
-(per-core busy time, load average)."""
+"""Processes of the benchmarks: start them (pinned to a core, for ``bench.load``), and
+read what /proc says about them (CPU, per-thread CPU, RSS, threads, open fds) and
+about the machine (per-core busy time, load average).
+"""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import os
 import signal
 import socket
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
+from bench.common import REPO
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -27,9 +30,16 @@ def free_port() -> int:
 
 
 def clean_env() -> dict[str, str]:
+    """This process's environment without the relay's, OpenAI's and Python's settings."""
     return {
         k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "OPENAI_", "PYTHON"))
     }
+
+
+def own_cpu() -> float:
+    """User + system CPU seconds of this process."""
+    t = os.times()
+    return t.user + t.system
 
 
 def _stat_cpu(path: str) -> float | None:
@@ -130,25 +140,17 @@ def _kill_leftovers() -> None:
                 os.kill(proc.proc.pid, signal.SIGKILL)
 
 
+@dataclass(eq=False)  # compared and hashed by identity (see _LIVE)
 class Proc:
-    """A child process pinned to one core, with its output in a log file."""
+    """A child process (pinned to one core if ``core`` is set), output in a log file."""
 
-    def __init__(
-        self,
-        name: str,
-        argv: list[str],
-        env: dict[str, str],
-        log: Path,
-        core: int | None,
-        nice: int = 0,
-    ) -> None:
-        self.name = name
-        self.nice = nice
-        self.argv = argv
-        self.env = env
-        self.log = log
-        self.core = core
-        self.proc: asyncio.subprocess.Process | None = None
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    core: int | None = None
+    nice: int = 0
+    proc: asyncio.subprocess.Process | None = field(default=None, init=False)
 
     @property
     def pid(self) -> int:
@@ -159,8 +161,15 @@ class Proc:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
-    async def start(self) -> None:
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.returncode
+
+    def _pin(self) -> Callable[[], None] | None:
+        """What the child runs before exec: its core and niceness (None: nothing)."""
         core, nice = self.core, self.nice
+        if core is None and not nice:
+            return None
 
         def pin() -> None:
             if core is not None:
@@ -169,6 +178,9 @@ class Proc:
                 with contextlib.suppress(OSError):
                     os.setpriority(os.PRIO_PROCESS, 0, nice)
 
+        return pin
+
+    async def start(self) -> None:
         with self.log.open("wb") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.argv,
@@ -177,26 +189,32 @@ class Proc:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=pin,
+                preexec_fn=self._pin(),
             )
         _LIVE.add(self)
 
-    async def wait_http(self, http: aiohttp.ClientSession, url: str, timeout: float) -> None:
-        """Until ``url`` answers 200 (bounded), or the process exits."""
+    async def wait_http(
+        self, http: aiohttp.ClientSession, url: str, timeout: float, request_timeout: float = 2
+    ) -> None:
+        """Until ``url`` answers 200 (bounded: RuntimeError), or the process exits
+        (RuntimeError with the tail of its output)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             if not self.alive:
-                code = None if self.proc is None else self.proc.returncode
                 tail = "\n".join(self.output().strip().splitlines()[-20:])
-                raise RuntimeError(f"{self.name} exited with code {code}:\n{tail}")
+                raise RuntimeError(f"{self.name} exited with code {self.returncode}:\n{tail}")
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+                wait = aiohttp.ClientTimeout(total=request_timeout)
+                async with http.get(url, timeout=wait) as response:
                     if response.status == 200:
                         return
             if loop.time() > deadline:
                 raise RuntimeError(f"{self.name}: {url} did not answer 200 within {timeout:g} s")
             await asyncio.sleep(0.1)
+
+    def cpu_seconds(self) -> float | None:
+        return None if self.proc is None else cpu_seconds(self.proc.pid)
 
     def sample(self) -> ProcSample:
         pid = self.pid
@@ -205,6 +223,7 @@ class Proc:
         )
 
     async def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; the exit code."""
         proc = self.proc
         if proc is None:
             return None

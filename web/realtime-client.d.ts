@@ -60,6 +60,8 @@ export interface RealtimeClientOptions {
   transcriptionTimeoutMs?: number;
   sessionUpdateOnOpen?: boolean;
   audioElement?: HTMLAudioElement;
+  /** What carries each call: a new transport per `connect()`. Default: `new WebRTCTransport()`. */
+  transport?: (options: RealtimeClientOptions) => RealtimeTransport;
   /** A piece of the user's transcript (conversation.item.input_audio_transcription.delta). */
   onTranscriptDelta?: (delta: string, event: RealtimeServerEvent) => void;
   /** The user's settled transcript of a turn (…input_audio_transcription.completed). */
@@ -69,6 +71,57 @@ export interface RealtimeClientOptions {
   onError?: (error: RealtimeClientError) => void;
   onEvent?: (event: RealtimeServerEvent) => void;
   onStateChange?: (state: RealtimeClientState) => void;
+}
+
+/** What a transport reports to the client (realtime-transport.js). None is called after `close()`. */
+export interface TransportEvents {
+  /** Events can flow; the client sends `session.update` here, before anything queued goes out. */
+  onOpen(): void;
+  /** A server event, parsed. */
+  onEvent(event: RealtimeServerEvent): void;
+  /** The agent's audio, for the client to play. */
+  onRemoteAudio(stream: MediaStream): void;
+  /** The server named the call. */
+  onCallId(callId: string): void;
+  /** After `start()` resolved, the call ended without `close()`: "call_ended" or "connection_lost". */
+  onEnd(code: ErrorCodeValue): void;
+}
+
+export interface TransportStartOptions {
+  /** The endpoint: the relay's `/v1/realtime/calls`, or OpenAI's in direct mode. */
+  url: string;
+  /** The client secret. */
+  token: string;
+  /** The microphone, captured with MIC_CONSTRAINTS (the client stops it). */
+  stream: MediaStream;
+  options: RealtimeClientOptions;
+  /** `fetch` bounded by requestTimeoutMs and cancelled by `disconnect()`. */
+  request(url: string, init: RequestInit, what: "offer" | string): Promise<Response>;
+  events: TransportEvents;
+}
+
+/** What carries one call (see realtime-transport.js): WebRTC by default, or e.g. a WebSocket. */
+export interface RealtimeTransport {
+  isSupported(): boolean;
+  /** Resolves once events flow both ways; rejects with a RealtimeClientError. */
+  start(options: TransportStartOptions): Promise<void>;
+  /** Sends a client event (queued until open); false when it cannot. */
+  send(event: Record<string, unknown>): boolean;
+  setMuted(muted: boolean): void;
+  stats(): Promise<RTCStatsReport | Record<string, unknown> | null>;
+  /** Hangs up and releases the connection; `keepalive` when the page goes away. */
+  close(options?: { keepalive?: boolean }): Promise<void>;
+  readonly peerConnection?: RTCPeerConnection | null;
+}
+
+export declare class WebRTCTransport implements RealtimeTransport {
+  readonly peerConnection: RTCPeerConnection | null;
+  isSupported(): boolean;
+  start(options: TransportStartOptions): Promise<void>;
+  send(event: Record<string, unknown>): boolean;
+  setMuted(muted: boolean): void;
+  stats(): Promise<RTCStatsReport | null>;
+  close(options?: { keepalive?: boolean }): Promise<void>;
 }
 
 export interface ConversationMessage {
@@ -128,6 +181,8 @@ export declare class RealtimeVoiceClient extends EventTarget {
   enableAudio(): Promise<boolean>;
   getMicLevel(): number;
   getOutputLevel(): number;
+  /** The transport's statistics (an RTCStatsReport with WebRTC), or null without a call. */
+  getStats(): Promise<RTCStatsReport | Record<string, unknown> | null>;
 }
 
 export declare function createRealtimeClient(options?: RealtimeClientOptions): RealtimeVoiceClient;

@@ -27,52 +27,68 @@ export function RealtimeVoiceChat(props = {}) {
     "section",
     { className: ["rvc", className].filter(Boolean).join(" "), "aria-label": "Voice chat" },
     h("p", { className: "rvc-status", role: "status" }, status),
-    chat.error &&
-      h(
-        "div",
-        { className: "rvc-error", role: "alert", "data-code": chat.error.code },
-        chat.error.message,
-        chat.audioBlocked && h("button", { type: "button", onClick: chat.enableAudio }, "Enable audio"),
-      ),
+    chat.error && errorAlert(chat),
+    controls(chat),
+    transcripts(chat),
+    composer(chat, draft, setDraft, onSubmit),
+  );
+}
+
+function errorAlert(chat) {
+  return h(
+    "div",
+    { className: "rvc-error", role: "alert", "data-code": chat.error.code },
+    chat.error.message,
+    chat.audioBlocked && h("button", { type: "button", onClick: chat.enableAudio }, "Enable audio"),
+  );
+}
+
+function controls(chat) {
+  const muted = chat.isConnected && !chat.isRecording;
+  return h(
+    "div",
+    { className: "rvc-controls" },
+    chat.isConnected || chat.isConnecting
+      ? h("button", { type: "button", className: "rvc-end", onClick: chat.disconnect }, "End call")
+      : h("button", { type: "button", className: "rvc-start", onClick: chat.connect }, "Start call"),
     h(
-      "div",
-      { className: "rvc-controls" },
-      chat.isConnected || chat.isConnecting
-        ? h("button", { type: "button", className: "rvc-end", onClick: chat.disconnect }, "End call")
-        : h("button", { type: "button", className: "rvc-start", onClick: chat.connect }, "Start call"),
-      h(
-        "button",
-        {
-          type: "button",
-          className: "rvc-mute",
-          onClick: chat.toggleRecording,
-          disabled: !chat.isConnected,
-          "aria-pressed": chat.isConnected && !chat.isRecording,
-        },
-        chat.isConnected && !chat.isRecording ? "Unmute" : "Mute",
-      ),
-      h("button", { type: "button", className: "rvc-clear", onClick: chat.clearTranscripts }, "Clear"),
-    ),
-    h(
-      "dl",
-      { className: "rvc-transcript" },
-      h("dt", null, "You"),
-      h("dd", { className: "rvc-user" }, chat.userTranscript),
-      h("dt", null, "Agent"),
-      h("dd", { className: "rvc-agent" }, chat.agentTranscript),
-    ),
-    h(
-      "form",
-      { className: "rvc-composer", onSubmit },
-      h("label", { htmlFor: "rvc-message" }, "Message"),
-      h("input", {
-        id: "rvc-message",
-        value: draft,
+      "button",
+      {
+        type: "button",
+        className: "rvc-mute",
+        onClick: chat.toggleRecording,
         disabled: !chat.isConnected,
-        onChange: (event) => setDraft(event.target.value),
-      }),
-      h("button", { type: "submit", disabled: !chat.isConnected }, "Send"),
+        "aria-pressed": muted,
+      },
+      muted ? "Unmute" : "Mute",
     ),
+    h("button", { type: "button", className: "rvc-clear", onClick: chat.clearTranscripts }, "Clear"),
+  );
+}
+
+function transcripts(chat) {
+  return h(
+    "dl",
+    { className: "rvc-transcript" },
+    h("dt", null, "You"),
+    h("dd", { className: "rvc-user" }, chat.userTranscript),
+    h("dt", null, "Agent"),
+    h("dd", { className: "rvc-agent" }, chat.agentTranscript),
+  );
+}
+
+function composer(chat, draft, setDraft, onSubmit) {
+  return h(
+    "form",
+    { className: "rvc-composer", onSubmit },
+    h("label", { htmlFor: "rvc-message" }, "Message"),
+    h("input", {
+      id: "rvc-message",
+      value: draft,
+      disabled: !chat.isConnected,
+      onChange: (event) => setDraft(event.target.value),
+    }),
+    h("button", { type: "submit", disabled: !chat.isConnected }, "Send"),
   );
 }
 

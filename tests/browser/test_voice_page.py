@@ -20,6 +20,8 @@ from playwright.async_api import expect
 from relay_fixtures import RelayFactory
 from support import rms_dbfs
 
+from relay.taps import CallEnd, CallInfo, Observer, Speaker, TappedEvent
+
 pytestmark = pytest.mark.browser
 
 MIC_CONSTRAINTS = {
@@ -42,9 +44,11 @@ RECORD_USER_TRANSCRIPT_JS = """() => {
 }"""
 
 
-class CallTap:
+class CallTap(Observer):
     """A relay call observer: the caller's audio as the relay sends it on to OpenAI's
     side (the emulator), the events it forwards, and how each call ended."""
+
+    name = "call-tap"
 
     def __init__(self) -> None:
         self.caller_frames: list[tuple[float, float]] = []  # (arrival, dBFS)
@@ -52,21 +56,18 @@ class CallTap:
         self.started: list[str] = []
         self.ended: dict[str, str] = {}
 
-    def wants_agent_audio(self, call_id: str) -> bool:
-        return False
+    def call_started(self, call: CallInfo) -> None:
+        self.started.append(call.call_id)
 
-    def call_started(self, call: Any) -> None:
-        self.started.append(call.id)
-
-    def audio(self, call: Any, leg: str, pcm: Any, wallclock: float) -> None:
-        if leg == "caller":
+    def audio(self, call_id: str, speaker: Speaker, pcm: Any, wallclock: float) -> None:
+        if speaker == "caller":
             self.caller_frames.append((time.monotonic(), rms_dbfs(pcm)))
 
-    def event(self, call: Any, direction: str, event: dict[str, Any], wallclock: float) -> None:
-        self.events.append((time.monotonic(), direction, str(event.get("type"))))
+    def event(self, call_id: str, event: TappedEvent) -> None:
+        self.events.append((time.monotonic(), event.direction, event.type))
 
-    def call_ended(self, call: Any, outcome: str) -> None:
-        self.ended[call.id] = outcome
+    def call_ended(self, call: CallInfo, end: CallEnd) -> None:
+        self.ended[call.call_id] = end.outcome
 
     def caller_frames_since(self, t: float) -> list[float]:
         return [db for arrival, db in self.caller_frames if arrival >= t]

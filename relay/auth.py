@@ -9,8 +9,9 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
+import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Secret
@@ -28,8 +29,32 @@ class ClientSecret:
 class Caller:
     """Who is calling, and with what session config (from their client secret)."""
 
-    kind: str  # "client_secret" | "api_key" | "open"
+    kind: str  # "client_secret" | "api_key" | "admin" | "open"
     session: dict[str, Any]
+    #: The client secret itself, for a ``client_secret`` caller.
+    secret: str | None = field(default=None, repr=False)
+
+
+class CallOwners:
+    """Which client secret opened each live call, so that a secret ends only its own.
+
+    Keyed by the call object (held weakly: an ended call leaves nothing behind). Calls
+    opened with the relay API key, or in open mode, have no owning secret."""
+
+    def __init__(self) -> None:
+        self._secrets: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
+
+    def opened(self, call: object, caller: Caller) -> None:
+        if caller.secret is not None:
+            self._secrets[call] = caller.secret
+
+    def may_end(self, call: object, caller: Caller) -> bool:
+        """The relay API key, the admin token and open mode end any call; a client
+        secret only the call it opened."""
+        if caller.kind != "client_secret":
+            return True
+        owner = self._secrets.get(call)
+        return owner is not None and caller.secret is not None and _same(caller.secret, owner)
 
 
 class ClientSecretStore:
@@ -83,7 +108,14 @@ def bearer_token(header: str | None) -> str | None:
 
 def same_secret(given: str, expected: Secret | None) -> bool:
     """Constant-time comparison with a configured secret."""
-    return expected is not None and hmac.compare_digest(given.encode(), expected.value.encode())
+    return expected is not None and _same(given, expected.value)
+
+
+def _same(given: str, expected: str) -> bool:
+    # Header values may hold undecodable bytes (aiohttp keeps them as surrogates).
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
 
 
 def describe_token(token: str) -> str:

@@ -20,29 +20,43 @@ class RelayError(Exception):
 
 
 class InvalidRequest(RelayError):
+    """Something in the client's request is wrong: the message says what."""
+
     status = 400
     type = "invalid_request_error"
 
 
 class InvalidOffer(InvalidRequest):
+    """The SDP offer cannot be answered."""
+
     code = "invalid_offer"
 
 
 class PayloadTooLarge(InvalidRequest):
+    """A body, offer or event over its limit."""
+
     status = 413
     code = "payload_too_large"
 
 
-class Unauthorized(RelayError):
+class RequestTimeout(InvalidRequest):
+    """The client took too long to send its request."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class Unauthorized(InvalidRequest):
+    """Missing, unknown or expired credentials."""
+
     status = 401
-    type = "invalid_request_error"
     code = "invalid_api_key"
 
 
-class NotFound(RelayError):
-    status = 404
-    type = "invalid_request_error"
-    code = "not_found"
+class NotFound(InvalidRequest):
+    """No such route, call or recording (also for one the caller may not see)."""
+
+    status, code = 404, "not_found"
 
 
 class Overloaded(RelayError):
@@ -66,12 +80,15 @@ class UpstreamError(RelayError):
 
 
 class UpstreamAuthError(UpstreamError):
+    """OpenAI refused the relay's own key: an operator's problem, not the client's."""
+
     code = "upstream_auth_failed"
 
 
 class UpstreamTimeout(UpstreamError):
-    status = 504
-    code = "upstream_timeout"
+    """OpenAI did not answer within the relay's bound."""
+
+    status, code = 504, "upstream_timeout"
 
 
 class UpstreamRejected(RelayError):

@@ -11,29 +11,39 @@ secret minted elsewhere) can reach the owner:
 * ``/metrics`` and ``GET /api/calls`` gather every shard's answer.
 
 Requests arriving on the private socket carry the shard token and are always served
-locally, so nothing is forwarded twice.
+locally, so nothing is forwarded twice. Only those are internal: the public listener
+never serves an internal route, and only forwards a request whose path is exactly a
+call route (a known prefix, a well-formed call id, one plain segment), to that path as
+rebuilt from its parts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import re
 import secrets
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
+from yarl import URL
 
 logger = logging.getLogger(__name__)
 
 INTERNAL_HEADER = "X-Relay-Internal"
 SHARD_HEADER = "X-Relay-Shard"
-_CALL_IN_PATH = re.compile(r"^/(?:v1/realtime/calls|api/calls)/(rtc_s(\d+)_[0-9a-f]{32})(?:/|$)")
+#: A path about a call that may be forwarded, matched against the raw (undecoded) path
+#: as a whole: nothing percent-encoded, no dot segments, at most one plain segment on.
+_CALL_ROUTE = re.compile(
+    r"/(?P<prefix>v1/realtime/calls|api/calls)/(?P<call_id>rtc_s(?P<shard>\d{1,3})_[0-9a-f]{32})"
+    r"(?P<suffix>/[a-z]{1,32})?"
+)
+_SECRET = re.compile(r"ek_(?P<shard>[0-9a-f]{2})[0-9a-f]{30}")
 _HOP_HEADERS = {
     "connection",
     "keep-alive",
@@ -45,6 +55,7 @@ _HOP_HEADERS = {
     "sec-websocket-version",
     "sec-websocket-extensions",
     "sec-websocket-accept",
+    INTERNAL_HEADER.lower(),  # a client's is dropped; siblings' sessions send the token
 }
 
 
@@ -71,11 +82,11 @@ class ShardLayout:
         return f"ek_{self.index:02x}{secrets.token_hex(15)}"
 
     def secret_owner(self, value: str) -> int | None:
-        try:
-            owner = int(value[3:5], 16)
-        except ValueError:
-            return None
-        return owner if value.startswith("ek_") and owner < self.count else None
+        """The shard that minted a well-formed client secret (``None`` for anything else:
+        it never reaches a sibling's path)."""
+        match = _SECRET.fullmatch(value)
+        owner = int(match.group("shard"), 16) if match else None
+        return owner if owner is not None and owner < self.count else None
 
     @staticmethod
     def new_token() -> str:
@@ -85,15 +96,36 @@ class ShardLayout:
 SINGLE = ShardLayout(index=0, count=1, socket_dir="", token="")
 
 
-def call_owner(path: str) -> int | None:
-    """The shard named by a call id in a request path, if any."""
-    match = _CALL_IN_PATH.match(path)
-    return int(match.group(2)) if match else None
+@dataclass(frozen=True)
+class CallRoute:
+    """A request about a call, as it may be forwarded to the call's shard."""
+
+    owner: int
+    path: str
+
+
+def call_route(raw_path: str) -> CallRoute | None:
+    """The owner and rebuilt path of a request path (raw, as received) that is exactly a
+    call route; ``None`` for any other path, which is then never forwarded."""
+    match = _CALL_ROUTE.fullmatch(raw_path)
+    if match is None:
+        return None
+    prefix, call_id, suffix = match.group("prefix", "call_id", "suffix")
+    return CallRoute(int(match.group("shard")), f"/{prefix}/{call_id}{suffix or ''}")
 
 
 def is_internal(request: web.Request, layout: ShardLayout) -> bool:
-    given = request.headers.get(INTERNAL_HEADER, "")
-    return bool(layout.token) and hmac.compare_digest(given.encode(), layout.token.encode())
+    """A sibling shard's request: on this shard's Unix socket, with the shard token."""
+    if not layout.token or not _on_unix_socket(request):
+        return False
+    given = request.headers.get(INTERNAL_HEADER, "").encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(given, layout.token.encode())
+
+
+def _on_unix_socket(request: web.Request) -> bool:
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    return sock is not None and sock.family == socket.AF_UNIX
 
 
 class ShardClient:
@@ -119,7 +151,10 @@ class ShardClient:
 
     async def close(self) -> None:
         sessions, self._sessions = list(self._sessions.values()), {}
-        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+        results = await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                logger.warning("closing a shard connection failed: %r", result)
 
     async def get_json(self, index: int, path: str, headers: dict[str, str] | None = None) -> Any:
         url = f"http://shard{path}"
@@ -151,16 +186,18 @@ class ShardClient:
                 answers[index] = result
         return answers
 
-    async def forward(self, request: web.Request, index: int) -> web.StreamResponse:
-        """Replay ``request`` on shard ``index`` and relay its answer."""
+    async def forward(
+        self, request: web.Request, route: CallRoute, body: bytes = b""
+    ) -> web.StreamResponse:
+        """Replay ``request`` (whose ``body`` the caller read) on the shard of ``route``,
+        at ``route``'s path, and relay its answer."""
+        url = _shard_url(route.path, request)
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            return await self._forward_websocket(request, index)
-        headers = _forward_headers(request)
-        body = await request.read()
-        async with self._session(index).request(
+            return await self._forward_websocket(request, route.owner, url)
+        async with self._session(route.owner).request(
             request.method,
-            f"http://shard{request.rel_url}",
-            headers=headers,
+            url,
+            headers=_forward_headers(request),
             data=body,
             timeout=self._timeout,
         ) as upstream:
@@ -171,13 +208,15 @@ class ShardClient:
                     response.headers[name] = value
             return response
 
-    async def _forward_websocket(self, request: web.Request, index: int) -> web.StreamResponse:
+    async def _forward_websocket(
+        self, request: web.Request, index: int, url: URL
+    ) -> web.StreamResponse:
         protocols = [
             p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
         ]
         protocols = [p for p in protocols if p]
         async with self._session(index).ws_connect(
-            f"http://shard{request.rel_url}",
+            url,
             headers=_forward_headers(request, websocket=True),
             protocols=protocols,
         ) as upstream:
@@ -187,6 +226,12 @@ class ShardClient:
             await downstream.prepare(request)
             await _pump_both(downstream, upstream)
             return downstream
+
+
+def _shard_url(path: str, request: web.Request) -> URL:
+    """``path`` (built by this module, never a client's) on a sibling, with the
+    request's query re-encoded."""
+    return URL.build(scheme="http", host="shard", path=path).with_query(request.rel_url.query)
 
 
 def _forward_headers(request: web.Request, *, websocket: bool = False) -> dict[str, str]:
@@ -220,8 +265,12 @@ async def _pump_both(
         for task in tasks:
             task.cancel()
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # a side that broke mid-copy: the socket ends anyway
+                logger.info("forwarded WebSocket ended with an error: %r", exc)
 
 
 def label_shard(exposition: str, shard: int) -> dict[str, list[str]]:

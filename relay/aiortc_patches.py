@@ -17,21 +17,26 @@ What is patched, and why (details in the README's "aiortc workarounds"):
   kills calls after ~30 s. A controlling agent now nominates on every consent check.
 * **Host addresses.** aioice skips 127.0.0.1 and gathers on every interface; the
   ``ice_addresses`` setting restricts gathering to the given addresses.
+
+Nothing is patched process-wide: :func:`adopt` changes one peer connection's own
+receivers and ICE connections, after they exist and before they gather or receive.
+Anything else in the process (the embedded OpenAI emulator, a test's own peers) keeps
+stock aiortc behaviour.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
+import types
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
 import aioice.ice
-import aiortc.rtcrtpreceiver
 from aioice import stun
 from aiortc import RTCPeerConnection, RTCRtpReceiver
-from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_gt
 
@@ -39,11 +44,6 @@ logger = logging.getLogger(__name__)
 
 PacketSink = Callable[[bytes, int], None]
 """Receives (Opus payload, RTP timestamp) of each in-order packet."""
-
-_stock_get_host_addresses = aioice.ice.get_host_addresses
-#: aioice's own consent checks (kept so a test can show what the fix prevents).
-stock_query_consent = aioice.ice.Connection.query_consent
-_installed = False
 
 
 class PassThroughAudioBuffer:
@@ -75,23 +75,15 @@ class PassThroughAudioBuffer:
         return False, JitterFrame(data=data, timestamp=packet.timestamp)
 
 
-def _jitter_buffer_factory(
-    capacity: int, prefetch: int = 0, is_video: bool = False
-) -> JitterBuffer | PassThroughAudioBuffer:
-    if is_video:
-        return JitterBuffer(capacity, prefetch, is_video)
-    return PassThroughAudioBuffer()
-
-
 def audio_buffer_of(receiver: RTCRtpReceiver) -> PassThroughAudioBuffer:
     """The pass-through buffer of an audio receiver (requires :func:`install`)."""
     buffer = receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
     if not isinstance(buffer, PassThroughAudioBuffer):
-        raise RuntimeError("relay.aiortc_patches.install() was not called before the receiver")
+        raise RuntimeError("relay.aiortc_patches.adopt() was not called on this receiver")
     return buffer
 
 
-async def _query_consent(self: aioice.ice.Connection) -> None:
+async def consent_checks(self: aioice.ice.Connection) -> None:
     """aioice's ``Connection.query_consent`` (RFC 7675), but a controlling agent puts
     USE-CANDIDATE on its consent checks, as libwebrtc does."""
     assert self.remote_password is not None
@@ -118,28 +110,46 @@ async def _query_consent(self: aioice.ice.Connection) -> None:
                 return
 
 
-def restrict_host_addresses(addresses: Sequence[str]) -> None:
-    """Gather host candidates on exactly these addresses (empty: aioice's default)."""
-    if not addresses:
-        aioice.ice.get_host_addresses = _stock_get_host_addresses
+async def _gather_on(self: aioice.ice.Connection, addresses: tuple[str, ...]) -> None:
+    """``Connection.gather_candidates`` on exactly ``addresses`` (host candidates only:
+    the relay's peer connections have no STUN or TURN server)."""
+    if self._local_candidates_start:
         return
-    fixed = list(addresses)
+    self._local_candidates_start = True
+    usable = [a for a in addresses if (self._use_ipv6 if ":" in a else self._use_ipv4)]
+    for component in self._components:
+        self._local_candidates += await self.get_component_candidates(
+            component=component, addresses=usable
+        )
+    self._local_candidates_end = True
 
-    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return [a for a in fixed if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
-    aioice.ice.get_host_addresses = get_host_addresses
+def adopt(pc: RTCPeerConnection, ice_addresses: Sequence[str] = ()) -> None:
+    """Apply the relay's workarounds to ``pc``: pass-through buffers on its audio
+    receivers, USE-CANDIDATE consent checks and (if given) fixed host addresses on its
+    ICE connections. Call it once its transceivers and data channel exist (after
+    ``setRemoteDescription`` for an answerer, after ``addTransceiver`` and
+    ``createDataChannel`` for an offerer) and before ``setLocalDescription``."""
+    for transceiver in pc.getTransceivers():
+        receiver = transceiver.receiver
+        current = receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
+        if transceiver.kind == "audio" and not isinstance(current, PassThroughAudioBuffer):
+            receiver._RTCRtpReceiver__jitter_buffer = PassThroughAudioBuffer()  # type: ignore[attr-defined]
+    for connection in ice_connections(pc):
+        connection.query_consent = types.MethodType(consent_checks, connection)  # type: ignore[method-assign]
+        if ice_addresses:
+            gather = functools.partial(_gather_on, connection, tuple(ice_addresses))
+            connection.gather_candidates = gather  # type: ignore[method-assign]
 
 
-def install() -> None:
-    """Install the process-wide patches (idempotent). Call before creating any PC."""
-    global _installed
-    if _installed:
-        return
-    # setattr: these names are module globals that aiortc resolves at call time.
-    setattr(aiortc.rtcrtpreceiver, "JitterBuffer", _jitter_buffer_factory)  # noqa: B010
-    aioice.ice.Connection.query_consent = _query_consent  # type: ignore[method-assign]
-    _installed = True
+def late_audio_packets(pc: RTCPeerConnection) -> int:
+    """Audio packets the adopted receivers of ``pc`` dropped as late or duplicate."""
+    total = 0
+    for transceiver in pc.getTransceivers():
+        buffer = transceiver.receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
+        if isinstance(buffer, PassThroughAudioBuffer):
+            total += buffer.packets_dropped_late
+    return total
 
 
 def ice_connections(pc: RTCPeerConnection) -> Iterator[aioice.ice.Connection]:
@@ -170,21 +180,25 @@ def selected_pair(pc: RTCPeerConnection) -> dict[str, str] | None:
     return None
 
 
-def refuse_consent_without_use_candidate(pc: RTCPeerConnection) -> None:
-    """Make this PC's ICE agent ignore binding requests without USE-CANDIDATE once a
-    pair is nominated, like OpenAI's media servers (emulator's ``strict_consent``)."""
+async def ice_peer_answers(pc: RTCPeerConnection, timeout_secs: float) -> bool:
+    """Whether the remote ICE agent of ``pc`` answers a connectivity check on its
+    nominated pair within ``timeout_secs`` (a dead peer otherwise takes aioice's
+    consent expiry, ~30 s, to notice). ``True`` when there is nothing to check."""
     for connection in ice_connections(pc):
-        stock = connection.request_received
-
-        def request_received(
-            message: stun.Message,
-            addr: tuple[str, int],
-            protocol: Any,
-            _stock: Any = stock,
-            _connection: Any = connection,
-        ) -> None:
-            if _connection._nominated and "USE-CANDIDATE" not in message.attributes:
-                return
-            _stock(message, addr, protocol)
-
-        connection.request_received = request_received  # type: ignore[method-assign]
+        if connection.remote_password is None:
+            continue
+        for pair in connection._nominated.values():
+            request = connection.build_request(pair, nominate=connection.ice_controlling)
+            try:
+                await asyncio.wait_for(
+                    pair.protocol.request(
+                        request,
+                        pair.remote_addr,
+                        integrity_key=connection.remote_password.encode("utf8"),
+                        retransmissions=2,
+                    ),
+                    timeout_secs,
+                )
+            except (stun.TransactionError, TimeoutError, OSError):
+                return False
+    return True

@@ -1,9 +1,14 @@
 """One relayed call: it owns both peer connections, their tracks and its tasks.
 
-Set-up order (DESIGN §2): check the offer, create the caller PC, open the upstream
-PC with its own offer (the data channel created before it), mint the OpenAI key while
-ICE gathers, post the offer to OpenAI, wait until the upstream leg is connected, and
-only then answer the browser. Any failure closes whatever was made and re-raises.
+Set-up order: check the offer, create the caller PC, open the upstream PC with its own
+offer (the data channel created before it), mint the OpenAI key while ICE gathers, post
+the offer to OpenAI, wait until the upstream leg is connected, and only then answer the
+browser. Any failure closes whatever was made and re-raises.
+
+The call publishes what happens through its :class:`~relay.taps.CallTaps` (guarded
+observers) and knows nothing of metrics, recordings or monitors. Periodic work
+(watchdog, stats) is driven by the registry's one ticker (:meth:`tick`,
+:meth:`publish_stats`), not by tasks of its own.
 
 ``close()`` is idempotent and awaited by whoever ends the call (hangup, a leg that
 fails or closes, the media watchdog, the upstream session ending, shutdown)."""
@@ -11,44 +16,44 @@ fails or closes, the media watchdog, the upstream session ending, shutdown)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-import numpy as np
-from aiortc import (
-    MediaStreamTrack,
-    RTCConfiguration,
-    RTCPeerConnection,
-    RTCSessionDescription,
-)
-from aiortc.rtcconfiguration import RTCBundlePolicy
-from av import AudioFrame
+from aiortc import MediaStreamTrack, RTCPeerConnection
 
 from . import aiortc_patches
+from .caller.webrtc import WebRtcCallerLeg
 from .config import Settings
-from .errors import InvalidOffer, RelayError, UpstreamError, UpstreamTimeout
-from .events import EventBridge, transcript_entry
+from .errors import RelayError, UpstreamError
+from .events import EventBridge, error_event, transcript_entry
 from .media.denoise import Denoiser
+from .media.downlink import AgentAudio
 from .media.tracks import PacketForwardTrack, UplinkTrack
-from .media.uplink import CallerAudio, To24kMono, to_mono
-from .media.voice_onset import VoiceOnsetDetector
-from .ops.metrics import RelayMetrics
+from .media.uplink import CallerAudio
 from .sdp import offer_sends_audio
-from .taps import CallObserver, Direction, Leg
+from .stats import media_stats
+from .taps import CallEnd, CallInfo, CallTaps, Leg, SetupResult, TappedEvent, TranscriptEntry
+from .upstream.leg import UpstreamLeg
 from .upstream.openai import OpenAIConnector
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 U = TypeVar("U")
-STATS_INTERVAL_SECS = 2.0
-HANGUP_TIMEOUT_SECS = 2.0
-OBSERVER_CHECK_SECS = 0.5
+#: Agent audio silent this long: check that OpenAI's side still answers ICE checks
+#: (the caller's side is checked after ``media_timeout_secs`` of silence).
+UPSTREAM_QUIET_SECS = 0.4
+PROBE_SECS = 0.7
+ERROR_FLUSH_SECS = 0.15
+#: What the browser is told (an ``error`` event) when the call ends on OpenAI's side.
+UPSTREAM_LOST = {
+    "upstream_session_ended": ("upstream_session_ended", "OpenAI ended the session."),
+    "": ("upstream_connection_lost", "The connection to OpenAI was lost; the call has ended."),
+}
 
 
 def new_call_id() -> str:
@@ -83,318 +88,221 @@ class Call:
         settings: Settings,
         connector: OpenAIConnector,
         denoiser: Denoiser,
-        observers: list[CallObserver],
+        taps: CallTaps,
         on_closed: Callable[[Call], None],
-        call_id: str | None = None,
-        metrics: RelayMetrics | None = None,
     ) -> None:
-        self.id = call_id or new_call_id()
+        self.id = taps.call_id
         self._settings = settings
         self._connector = connector
         self._denoiser = denoiser
-        self._observers = list(observers)
+        self.taps = taps
         self._on_closed = on_closed
-        self._metrics = metrics
-        self.record = False
+        self.request = CallRequest("", {})
         self.state = "setting_up"
         self.outcome: str | None = None
         self.model = ""
-        self.user_agent = ""
-        self.upstream_call_id: str | None = None
         self.timings = CallTimings()
-        self.transcripts: list[dict[str, Any]] = []
-        self.caller_pc = RTCPeerConnection(self._rtc_config(bundle=False))
-        self.upstream_pc = RTCPeerConnection(self._rtc_config(bundle=True))
+        self.transcripts: list[TranscriptEntry] = []
+        self.caller = WebRtcCallerLeg(ice_addresses=settings.ice_addresses, on_ended=self._end_soon)
+        self.upstream = UpstreamLeg(
+            connector=connector,
+            ice_addresses=settings.ice_addresses,
+            ice_timeout_secs=settings.ice_timeout_secs,
+            on_ended=self._end_soon,
+            on_agent_track=self._on_agent_track,
+        )
         self.uplink = UplinkTrack()
         self.downlink = PacketForwardTrack()
-        self.bridge = EventBridge(self._tap_event, max_event_bytes=settings.max_event_bytes)
-        self._caller_audio: CallerAudio | None = None
+        self.bridge = EventBridge(self._on_event, max_event_bytes=settings.max_event_bytes)
+        self.caller_audio = CallerAudio(
+            denoiser, self.uplink, lambda pcm, t: self.taps.audio("caller", pcm, t)
+        )
+        self.agent_audio = AgentAudio(
+            self.downlink, lambda pcm, t: self.taps.audio("agent", pcm, t)
+        )
+        self._watch_media = False
+        self._probing: set[Leg] = set()
+        self._probed_at: dict[Leg, float] = {"caller": 0.0, "upstream": 0.0}
+        self._told_caller = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()
         self._closing = False
-        self._upstream_connected = asyncio.Event()
-        self._speech_stopped_at: float | None = None
-        self.last_agent_response_secs: float | None = None
-        self._voice_onset = VoiceOnsetDetector()
-        self._early_events: list[tuple[Direction, dict[str, Any], float]] = []
-        self._agent_buffer: aiortc_patches.PassThroughAudioBuffer | None = None
+        self._early_events: list[TappedEvent] = []
         self._log = logging.LoggerAdapter(logger, {"call_id": self.id})
 
-    # -- read-only view (relay.taps.CallView) ---------------------------------------
+    # -- read-only views -------------------------------------------------------------
+
+    def info(self) -> CallInfo:
+        return CallInfo(
+            call_id=self.id,
+            model=self.model,
+            dialect=self._connector.dialect,
+            user_agent=self.request.user_agent,
+            record=self.request.record,
+            created_at=self.timings.created_at,
+            setup_seconds=self.timings.setup_seconds,
+            upstream_call_id=self.upstream.call_id,
+        )
 
     def snapshot(self) -> dict[str, Any]:
+        info = self.info()
         return {
             "id": self.id,
             "state": self.state,
             "outcome": self.outcome,
-            "model": self.model,
-            "dialect": self._connector.dialect,
-            "user_agent": self.user_agent,
-            "record": self.record,
-            "upstream_call_id": self.upstream_call_id,
-            "created_at": self.timings.created_at,
+            "model": info.model,
+            "dialect": info.dialect,
+            "user_agent": info.user_agent,
+            "record": info.record,
+            "upstream_call_id": info.upstream_call_id,
+            "created_at": info.created_at,
             "ended_at": self.timings.ended_at,
-            "setup_seconds": self.timings.setup_seconds,
+            "setup_seconds": info.setup_seconds,
             "legs": {
-                "caller": self._leg_snapshot(self.caller_pc),
-                "upstream": self._leg_snapshot(self.upstream_pc),
+                "caller": _leg_snapshot(self.caller.pc),
+                "upstream": _leg_snapshot(self.upstream.pc),
             },
-            "audio": {
-                "caller_frames_in": self._caller_audio.frames_in if self._caller_audio else 0,
-                "caller_frames_out": self.uplink.frames_sent,
-                "caller_frames_dropped": self.uplink.dropped,
-                "agent_packets_in": self.downlink.packets_in,
-                "agent_packets_out": self.downlink.packets_sent,
-                "agent_packets_dropped": self.downlink.dropped,
-            },
+            "audio": self.audio_counters(),
             "events": {
                 "to_upstream": self.bridge.upstream.sent,
                 "to_caller": self.bridge.caller.sent,
                 "rejected": self.bridge.rejected,
             },
-            "transcripts": list(self.transcripts),
+            "transcripts": [entry.as_dict() for entry in self.transcripts],
         }
 
-    @staticmethod
-    def _leg_snapshot(pc: RTCPeerConnection) -> dict[str, Any]:
+    def audio_counters(self) -> dict[str, int]:
+        """Frames per leg and direction (``in``: received by the relay on that leg)."""
+        caller_in = self.caller_audio.frames_in
         return {
-            "connection_state": pc.connectionState,
-            "ice_connection_state": pc.iceConnectionState,
-            "selected_pair": aiortc_patches.selected_pair(pc),
+            "caller_frames_in": caller_in,
+            "caller_frames_out": self.downlink.packets_sent,
+            "upstream_frames_out": self.uplink.frames_sent,
+            "upstream_frames_in": self.downlink.packets_in,
+            "caller_dropped_in": self.caller.late_packets(),
+            "caller_dropped_out": self.downlink.dropped,
+            "upstream_dropped_out": self.uplink.dropped,
+            "upstream_dropped_in": aiortc_patches.late_audio_packets(self.upstream.pc),
         }
 
     # -- set-up ----------------------------------------------------------------------
 
     async def start(self, request: CallRequest) -> str:
         """Set the call up and return the SDP answer for the browser."""
+        self.request = request
         self.model = str(request.session.get("model") or self._settings.openai_model)
-        self.user_agent = request.user_agent
-        self.record = request.record
         try:
-            await self._accept_caller_offer(request.offer_sdp)
+            await self.caller.accept(request.offer_sdp, self.bridge, self.caller_audio)
             # The caller's answer (and its ICE gathering) is prepared while OpenAI's leg
             # comes up; it is only returned once that leg is connected.
             answer, _ = await _all_or_nothing(
-                self._answer_caller(), self._open_upstream(request.session)
+                self.caller.answer(self.downlink), self._open_upstream(request.session)
             )
         except BaseException as exc:
-            code = exc.code if isinstance(exc, RelayError) and exc.code else "setup_failed"
-            self._count_setup_failure(exc, code)
-            await self.close(code, notify=False)
+            self._setup_failed(exc)
+            await self.close("setup_failed", notify=False)
             raise
         self.timings.setup_seconds = time.monotonic() - self.timings.setup_started
-        if self._metrics is not None:
-            upstream = self.timings.upstream_seconds or 0.0
-            self._metrics.call_setup_succeeded(self.timings.setup_seconds, upstream)
+        self.taps.setup_finished(
+            SetupResult(self.id, self.timings.setup_seconds, self.timings.upstream_seconds)
+        )
         self.state = "active"
-        for observer in self._observers:
-            observer.call_started(self)
+        self.taps.call_started(self.info())
         early, self._early_events = self._early_events, []
-        for direction, event, wallclock in early:  # events that came during set-up
-            self._tap_event(direction, event, wallclock)
-        if offer_sends_audio(request.offer_sdp):  # a listen-only caller sends nothing
-            self._spawn(self._watch_caller_media())
-        self._spawn(self._sample_stats())
-        self._spawn(self._follow_observers())
+        for event in early:  # events that came during set-up
+            self._on_event(event)
+        self._watch_media = offer_sends_audio(request.offer_sdp)  # listen-only: no audio
         self._log.info("call %s set up in %.0f ms", self.id, self.timings.setup_seconds * 1000)
         return answer
 
-    def _count_setup_failure(self, exc: BaseException, code: str) -> None:
-        if self._metrics is None:
-            return
-        self._metrics.call_setup_failed(code)
-        if isinstance(exc, UpstreamError):
-            self._metrics.upstream_error(code)
-
-    async def _accept_caller_offer(self, offer_sdp: str) -> None:
-        pc = self.caller_pc
-        pc.on("track", self._on_caller_track)
-        pc.on("datachannel", self.bridge.attach_caller)
-        pc.on("connectionstatechange", lambda: self._on_leg_state("caller", pc))
-        try:
-            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-        except (ValueError, AssertionError, KeyError, IndexError) as exc:
-            raise InvalidOffer(f"Invalid SDP offer: {exc}", param="sdp") from None
-        self._take_caller_audio(pc)
-
-    def _take_caller_audio(self, pc: RTCPeerConnection) -> None:
-        """The caller's packets go straight to the caller pipeline (see relay.media.uplink);
-        aiortc's decoder thread gets nothing, so its remote track never queues a frame."""
-        on_processed = None
-        if self._metrics is not None:
-            on_processed = self._metrics.leg("caller").processing_seconds.observe
-        for transceiver in pc.getTransceivers():
-            if transceiver.kind != "audio":
-                continue
-            buffer = aiortc_patches.audio_buffer_of(transceiver.receiver)
-            buffer.decode = False
-            if self._caller_audio is None:  # the first audio section is the microphone
-                self._caller_audio = CallerAudio(
-                    self._denoiser,
-                    self.uplink,
-                    lambda pcm, t: self._tap_audio("caller", pcm, t),
-                    on_processed,
-                )
-                buffer.packet_sink = self._caller_audio.on_packet
+    def _setup_failed(self, exc: BaseException) -> None:
+        code = exc.code if isinstance(exc, RelayError) and exc.code else "setup_failed"
+        total = time.monotonic() - self.timings.setup_started
+        result = SetupResult(
+            self.id, total, None, failure=code, upstream_failed=isinstance(exc, UpstreamError)
+        )
+        self.taps.setup_finished(result)
 
     async def _open_upstream(self, session: dict[str, Any]) -> None:
-        started = time.monotonic()
-        pc = self.upstream_pc
-        transceiver = pc.addTransceiver(self.uplink, direction="sendrecv")
-        agent_buffer = aiortc_patches.audio_buffer_of(transceiver.receiver)
-        agent_buffer.packet_sink = self._on_agent_packet
-        agent_buffer.decode = self._agent_audio_wanted()
-        self._agent_buffer = agent_buffer
-        pc.on("track", self._on_agent_track)
-        pc.on("connectionstatechange", self._on_upstream_state)
-        channel = pc.createDataChannel("oai-events")
-        self.bridge.attach_upstream(channel)
-        channel.on("close", lambda: self._end_soon("upstream_session_ended"))
-        # Minting the key and gathering ICE candidates overlap.
-        mint = asyncio.ensure_future(self._connector.mint_ephemeral_key(session))
-        try:
-            await pc.setLocalDescription(await pc.createOffer())
-            key, _expires_at = await mint
-        finally:
-            if not mint.done():
-                mint.cancel()
-                with contextlib.suppress(BaseException):
-                    await mint
-        upstream = await self._connector.create_call(pc.localDescription.sdp, key, self.model)
-        self.upstream_call_id = upstream.call_id
-        try:
-            await pc.setRemoteDescription(RTCSessionDescription(upstream.answer_sdp, "answer"))
-        except (ValueError, AssertionError, KeyError, IndexError) as exc:
-            raise UpstreamError(f"OpenAI's SDP answer could not be used: {exc}") from None
-        await self._wait_upstream_connected()
-        self.timings.upstream_seconds = time.monotonic() - started
-
-    async def _wait_upstream_connected(self) -> None:
-        try:
-            await asyncio.wait_for(self._upstream_connected.wait(), self._settings.ice_timeout_secs)
-        except TimeoutError:
-            raise UpstreamTimeout(
-                "The media connection to OpenAI did not come up in time."
-            ) from None
-        if self.upstream_pc.connectionState != "connected":
-            raise UpstreamError("The media connection to OpenAI failed.")
-
-    async def _answer_caller(self) -> str:
-        pc = self.caller_pc
-        pc.addTrack(self.downlink)
-        await pc.setLocalDescription(await pc.createAnswer())
-        return str(pc.localDescription.sdp)
+        self.timings.upstream_seconds = await self.upstream.open(
+            session,
+            self.model,
+            uplink=self.uplink,
+            agent_audio=self.agent_audio,
+            bridge=self.bridge,
+            decode_agent=self.taps.wants_agent_audio(),
+        )
 
     # -- media and events --------------------------------------------------------------
 
-    def _on_caller_track(self, track: MediaStreamTrack) -> None:
-        # Audio arrives through the packet sink; anything else (video) is read and
-        # dropped, so no remote track is ever left unread.
-        if track.kind != "audio":
-            self._spawn(_drain(track))
-
     def _on_agent_track(self, track: MediaStreamTrack) -> None:
-        # Frames only reach this track when an observer wants decoded agent audio.
-        self._spawn(self._read_agent_track(track))
+        # Frames only reach this track while an observer wants decoded agent audio.
+        self._spawn(self.agent_audio.read_decoded(track, time.time))
 
-    async def _read_agent_track(self, track: MediaStreamTrack) -> None:
-        resampler = To24kMono()
-        with contextlib.suppress(Exception):
-            while True:
-                frame = cast(AudioFrame, await track.recv())
-                for pcm in resampler.push(to_mono(frame)):
-                    self._tap_audio("agent", pcm, time.time())
-
-    def _on_agent_packet(self, payload: bytes, rtp_timestamp: int) -> None:
-        self.downlink.push(payload, rtp_timestamp)
-        if self._speech_stopped_at is not None and self._voice_onset.voiced(payload):
-            self._agent_answered(time.monotonic() - self._speech_stopped_at)
-
-    def _agent_answered(self, latency_secs: float) -> None:
-        """The first agent audio with sound in it after the caller stopped speaking."""
-        self._speech_stopped_at = None
-        self._voice_onset.reset()
-        self.last_agent_response_secs = latency_secs
-        if self._metrics is not None:
-            self._metrics.agent_response_latency_seconds.observe(latency_secs)
-
-    def _agent_audio_wanted(self) -> bool:
-        return any(o.wants_agent_audio(self.id) for o in self._observers)
-
-    async def _follow_observers(self) -> None:
-        """Decode agent audio only while an observer (a recording, a listener) wants it."""
-        while True:
-            await asyncio.sleep(OBSERVER_CHECK_SECS)
-            if self._agent_buffer is not None:
-                self._agent_buffer.decode = self._agent_audio_wanted()
-
-    async def _sample_stats(self) -> None:
-        """Feed getStats (jitter, loss, RTT) and the audio counters to the metrics."""
-        if self._metrics is None:
-            return
-        samplers = {
-            "caller": self._metrics.stats_sampler("caller"),
-            "agent": self._metrics.stats_sampler("agent"),
-        }
-        counters = _AudioCounters(self._metrics)
-        while True:
-            await asyncio.sleep(STATS_INTERVAL_SECS)
-            counters.update(self)
-            samplers["caller"].observe(await self.caller_pc.getStats())
-            samplers["agent"].observe(await self.upstream_pc.getStats())
-
-    def _tap_audio(self, leg: Leg, pcm: np.ndarray, wallclock: float) -> None:
-        for observer in self._observers:
-            observer.audio(self, leg, pcm, wallclock)
-
-    def _tap_event(self, direction: Direction, event: dict[str, Any], wallclock: float) -> None:
+    def _on_event(self, event: TappedEvent) -> None:
         if self.state == "setting_up":
-            self._early_events.append((direction, event, wallclock))
+            self._early_events.append(event)
             return
-        kind = event.get("type")
-        if kind == "input_audio_buffer.speech_stopped":
-            self._speech_stopped_at = time.monotonic()
-        elif kind == "input_audio_buffer.speech_started":
-            self._speech_stopped_at = None  # a new turn, or barge-in
-            self._voice_onset.reset()
-        entry = transcript_entry(event) if direction == "server" else None
+        if event.type == "input_audio_buffer.speech_stopped":
+            self.agent_audio.caller_stopped_speaking()
+        elif event.type == "input_audio_buffer.speech_started":
+            self.agent_audio.caller_started_speaking()
+        self.taps.event(event)
+        entry = transcript_entry(event)
         if entry is not None:
-            role, text, item_id = entry
-            self.transcripts.append(
-                {"role": role, "text": text, "item_id": item_id, "t": wallclock}
-            )
-        for observer in self._observers:
-            observer.event(self, direction, event, wallclock)
+            self.transcripts.append(entry)
+            self.taps.transcript(entry)
+
+    # -- periodic work (driven by the registry's ticker) --------------------------------
+
+    def tick(self, now: float) -> None:
+        """Decode agent audio only while an observer wants it, and check that a leg
+        whose audio stopped is still there (a closed tab, a dead upstream send no
+        goodbye; a muted caller or a quiet agent is not hung up while its peer answers)."""
+        if self.state != "active":
+            return
+        self.upstream.decode_agent(self.taps.wants_agent_audio())
+        self._check_alive("upstream", self.agent_audio.last_packet_at, UPSTREAM_QUIET_SECS, now)
+        if self._watch_media:
+            heard = self.caller_audio.last_frame_at or self.timings.setup_started
+            self._check_alive("caller", heard, self._settings.media_timeout_secs, now)
+
+    def _check_alive(self, leg: Leg, last_heard: float, quiet_secs: float, now: float) -> None:
+        if leg in self._probing or now - max(last_heard, self._probed_at[leg]) <= quiet_secs:
+            return
+        self._probing.add(leg)
+        self._probed_at[leg] = now
+        self._spawn(self._probe(leg))
+
+    async def _probe(self, leg: Leg) -> None:
+        """A leg went quiet: if its peer's ICE agent does not answer either, it is gone;
+        end the call now instead of at ICE consent expiry (~30 s)."""
+        pc = self.caller.pc if leg == "caller" else self.upstream.pc
+        try:
+            alive = await aiortc_patches.ice_peer_answers(pc, PROBE_SECS)
+        finally:
+            self._probing.discard(leg)
+        if not alive and self.state == "active":
+            self._log.warning("call %s: the %s leg went quiet and stopped answering", self.id, leg)
+            self._end_soon("upstream_failed" if leg == "upstream" else "caller_media_timeout")
+
+    async def publish_stats(self) -> None:
+        """getStats of both legs and the audio counters, to the observers."""
+        if self.state != "active":
+            return
+        reports = await asyncio.gather(self.caller.pc.getStats(), self.upstream.pc.getStats())
+        if self.state == "active":
+            self.taps.media_stats(media_stats(self, reports[0], reports[1]))
 
     # -- ending ------------------------------------------------------------------------
 
-    def _on_leg_state(self, leg: str, pc: RTCPeerConnection) -> None:
-        if pc.connectionState in ("failed", "closed"):
-            self._end_soon(f"{leg}_{pc.connectionState}")
-
-    def _on_upstream_state(self) -> None:
-        state = self.upstream_pc.connectionState
-        if state in ("connected", "failed", "closed"):
-            self._upstream_connected.set()
-        if state in ("failed", "closed") and self.state == "active":
-            self._end_soon(f"upstream_{state}")
-
-    async def _watch_caller_media(self) -> None:
-        """Hang up a caller whose audio stopped (a closed tab sends no goodbye)."""
-        timeout = self._settings.media_timeout_secs
-        started = time.monotonic()
-        while True:
-            await asyncio.sleep(min(1.0, timeout / 4))
-            audio = self._caller_audio
-            last = audio.last_frame_at if audio and audio.last_frame_at else started
-            if time.monotonic() - last > timeout:
-                self._log.info("call %s: no caller audio for %.1f s", self.id, timeout)
-                self._end_soon("caller_media_timeout")
-                return
-
     def _end_soon(self, outcome: str) -> None:
-        if not self._closing:
-            self._spawn(self.close(outcome))
+        if self._closing:
+            return
+        if outcome.startswith("upstream_") and self.state == "active":
+            self.bridge.caller.send(error_event(*UPSTREAM_LOST.get(outcome, UPSTREAM_LOST[""])))
+            self._told_caller = True
+        self._spawn(self.close(outcome))
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -411,43 +319,61 @@ class Call:
         self.state = "ending"
         self.outcome = outcome
         try:
-            current = asyncio.current_task()
-            tasks = [t for t in self._tasks if t is not current]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            closing = [self.caller_pc.close(), self.upstream_pc.close()]
-            if self.upstream_call_id and was_active:
-                closing.append(self._hangup_upstream(self.upstream_call_id))
-            await asyncio.gather(*closing, return_exceptions=True)
+            await self._release(hangup_upstream=was_active)
         finally:
             # Even if the close itself is cancelled (a shutdown past its bound), the call
             # leaves the registry and its observers hear of it exactly once.
             self.uplink.stop()
             self.downlink.stop()
+            _close_denoiser(self._denoiser)
             self.timings.ended_at = time.time()
             self.state = "ended"
             if notify and was_active:
-                for observer in self._observers:
-                    observer.call_ended(self, outcome)
+                end = CallEnd(outcome, self.timings.ended_at, tuple(self.transcripts))
+                self.taps.call_ended(self.info(), end)
             self._on_closed(self)
             self._closed.set()
             self._log.info("call %s ended: %s", self.id, outcome)
 
-    async def _hangup_upstream(self, upstream_call_id: str) -> None:
-        """Tell OpenAI, briefly: the media legs close anyway."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._connector.hangup(upstream_call_id), HANGUP_TIMEOUT_SECS)
+    async def _release(self, *, hangup_upstream: bool) -> None:
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._told_caller:  # let the error event leave before the channel closes
+            await asyncio.sleep(ERROR_FLUSH_SECS)
+        closing = [self.caller.close(), self.upstream.close(hangup=hangup_upstream)]
+        results = await asyncio.gather(*closing, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                self._log.warning("call %s: closing failed: %r", self.id, result)
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
 
-    def _rtc_config(self, *, bundle: bool) -> RTCConfiguration:
-        # Never aiortc's default public STUN server: the relay's candidates are its
-        # own host addresses (RELAY_ICE_ADDRESSES), browsers reach it directly or by TURN.
-        if bundle:
-            return RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-        return RTCConfiguration(iceServers=[])
+    @property
+    def caller_pc(self) -> RTCPeerConnection:
+        return self.caller.pc
+
+    @property
+    def upstream_pc(self) -> RTCPeerConnection:
+        return self.upstream.pc
+
+
+def _leg_snapshot(pc: RTCPeerConnection) -> dict[str, Any]:
+    return {
+        "connection_state": pc.connectionState,
+        "ice_connection_state": pc.iceConnectionState,
+        "selected_pair": aiortc_patches.selected_pair(pc),
+    }
+
+
+def _close_denoiser(denoiser: Denoiser) -> None:
+    try:
+        denoiser.close()
+    except Exception:
+        logger.exception("closing the noise suppressor failed")
 
 
 async def _all_or_nothing(
@@ -463,34 +389,3 @@ async def _all_or_nothing(
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
     return results[0], results[1]
-
-
-async def _drain(track: MediaStreamTrack) -> None:
-    with contextlib.suppress(Exception):
-        while True:
-            await track.recv()
-
-
-class _AudioCounters:
-    """Adds a call's audio counters to the Prometheus counters every few seconds, so the
-    per-frame path does no metrics work."""
-
-    def __init__(self, metrics: RelayMetrics) -> None:
-        self._caller = metrics.leg("caller")
-        self._agent = metrics.leg("agent")
-        self._seen: dict[str, int] = {}
-
-    def _add(self, name: str, value: int, counter: Any) -> None:
-        delta = value - self._seen.get(name, 0)
-        if delta > 0:
-            counter.inc(delta)
-        self._seen[name] = value
-
-    def update(self, call: Call) -> None:
-        caller_in = call._caller_audio.frames_in if call._caller_audio else 0
-        self._add("caller_in", caller_in, self._caller.frames_in)
-        self._add("caller_out", call.uplink.frames_sent, self._caller.frames_out)
-        self._add("caller_dropped", call.uplink.dropped, self._caller.dropped_out)
-        self._add("agent_in", call.downlink.packets_in, self._agent.frames_in)
-        self._add("agent_out", call.downlink.packets_sent, self._agent.frames_out)
-        self._add("agent_dropped", call.downlink.dropped, self._agent.dropped_out)

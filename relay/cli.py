@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, get_args
 
 from aiohttp import web
 
-from .config import EmulatorSettings, Secret, Settings
+from .config import (
+    BETA_MODEL,
+    Dialect,
+    EmulatorSettings,
+    NoiseSuppression,
+    RecordingPolicy,
+    Secret,
+    Settings,
+)
 
 logger = logging.getLogger("relay")
 
@@ -53,7 +62,8 @@ def emulator_settings_from(env: Mapping[str, str], args: argparse.Namespace) -> 
     return EmulatorSettings(
         host=getattr(args, "host", None) or defaults.host,
         port=getattr(args, "port", None) or defaults.port,
-        api_keys=tuple(Secret(k) for k in keys) or defaults.api_keys,
+        # Plain strings: EmulatorSettings keeps its keys out of its repr.
+        api_keys=keys or defaults.api_keys,
         ice_addresses=_list(env, "RELAY_ICE_ADDRESSES"),
         max_session_secs=float(
             env.get("RELAY_EMULATOR_MAX_SESSION_SECS", defaults.max_session_secs)
@@ -63,67 +73,67 @@ def emulator_settings_from(env: Mapping[str, str], args: argparse.Namespace) -> 
     )
 
 
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "Dialect": get_args(Dialect),
+    "NoiseSuppression": get_args(NoiseSuppression),
+    "RecordingPolicy": get_args(RecordingPolicy),
+}
+
+
+def _parse(setting: dataclasses.Field[Any], raw: str) -> object:
+    """One environment value as the type of its settings field (a clear exit if not)."""
+    env, kind = setting.metadata["env"], str(setting.type)
+    try:
+        if kind in _CHOICES:
+            if raw not in _CHOICES[kind]:
+                raise ValueError(f"one of {', '.join(_CHOICES[kind])}")
+            return raw
+        converters: dict[str, Callable[[str], object]] = {
+            "int": int,
+            "float": float,
+            "bool": lambda v: v.strip().lower() in _TRUE,
+            "Secret | None": lambda v: Secret(v.strip()) if v.strip() else None,
+            "tuple[str, ...]": lambda v: tuple(p.strip() for p in v.split(",") if p.strip()),
+        }
+        return converters.get(kind, str)(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{env}: {raw!r} is not valid ({exc})") from None
+
+
 def settings_from(env: Mapping[str, str], args: argparse.Namespace) -> Settings:
-    """Build the frozen settings from the environment, then the flags on top."""
-    d = Settings()
-    host = args.host or env.get("RELAY_HOST") or d.host
-    openai_key = _secret(env, "OPENAI_API_KEY")
-    relay_key = _secret(env, "RELAY_API_KEY")
-    # Without any key, the embedded default is open on loopback only (and says so).
-    open_default = openai_key is None and relay_key is None and _is_loopback(host)
-    dialect = (args.dialect or env.get("RELAY_OPENAI_DIALECT") or d.openai_dialect).lower()
-    if dialect not in ("ga", "beta"):
-        raise SystemExit(f"RELAY_OPENAI_DIALECT must be 'ga' or 'beta', not {dialect!r}")
-    ns = args.noise_suppression or env.get("RELAY_NOISE_SUPPRESSION") or d.noise_suppression
-    if ns not in ("webrtc", "rnnoise", "off"):
-        raise SystemExit(f"RELAY_NOISE_SUPPRESSION must be webrtc, rnnoise or off, not {ns!r}")
-    default_model = "gpt-4o-realtime-preview-2024-12-17" if dialect == "beta" else d.openai_model
-    return Settings(
-        host=host,
-        port=int(args.port or env.get("RELAY_PORT") or d.port),
-        openai_api_key=openai_key,
-        openai_base_url=env.get("OPENAI_BASE_URL") or d.openai_base_url,
-        openai_dialect=dialect,  # type: ignore[arg-type]
-        openai_model=env.get("RELAY_OPENAI_MODEL") or default_model,
-        relay_api_key=relay_key,
-        admin_token=_secret(env, "RELAY_ADMIN_TOKEN"),
-        open_mode=_flag(env, "RELAY_OPEN", open_default) or bool(args.open),
-        ice_addresses=_list(env, "RELAY_ICE_ADDRESSES"),
-        noise_suppression=ns,  # type: ignore[arg-type]
-        client_secret_ttl_secs=int(
-            env.get("RELAY_CLIENT_SECRET_TTL_SECS", d.client_secret_ttl_secs)
-        ),
-        upstream_timeout_secs=float(
-            env.get("RELAY_UPSTREAM_TIMEOUT_SECS", d.upstream_timeout_secs)
-        ),
-        ice_timeout_secs=float(env.get("RELAY_ICE_TIMEOUT_SECS", d.ice_timeout_secs)),
-        cors_origins=_list(env, "RELAY_CORS_ORIGINS"),
-        enable_direct_session=_flag(env, "RELAY_ENABLE_DIRECT_SESSION", d.enable_direct_session),
-        max_sdp_bytes=int(env.get("RELAY_MAX_SDP_BYTES", d.max_sdp_bytes)),
-        max_event_bytes=int(env.get("RELAY_MAX_EVENT_BYTES", d.max_event_bytes)),
-        media_timeout_secs=float(env.get("RELAY_MEDIA_TIMEOUT_SECS", d.media_timeout_secs)),
-        shutdown_timeout_secs=float(
-            env.get("RELAY_SHUTDOWN_TIMEOUT_SECS", d.shutdown_timeout_secs)
-        ),
-        max_calls=int(env.get("RELAY_MAX_CALLS", d.max_calls)),
-        workers=int(args.workers or env.get("RELAY_WORKERS") or d.workers),
-        max_loop_lag_ms=float(env.get("RELAY_MAX_LOOP_LAG_MS", d.max_loop_lag_ms)),
-        metrics_token=_secret(env, "RELAY_METRICS_TOKEN"),
-        recording_policy=_choice(
-            env, "RELAY_RECORDING_POLICY", ("off", "all", "opt_in"), d.recording_policy
-        ),  # type: ignore[arg-type]
-        recording_dir=env.get("RELAY_RECORDING_DIR") or d.recording_dir,
-        recording_retention_days=float(
-            env.get("RELAY_RECORDING_RETENTION_DAYS", d.recording_retention_days)
-        ),
-        webhook_urls=_list(env, "RELAY_WEBHOOK_URLS"),
-        webhook_secret=_secret(env, "RELAY_WEBHOOK_SECRET"),
-        webhook_events=_list(env, "RELAY_WEBHOOK_EVENTS") or d.webhook_events,
-        webhook_max_attempts=int(env.get("RELAY_WEBHOOK_MAX_ATTEMPTS", d.webhook_max_attempts)),
-        webhook_timeout_secs=float(env.get("RELAY_WEBHOOK_TIMEOUT_SECS", d.webhook_timeout_secs)),
-        web_root=env.get("RELAY_WEB_ROOT", ""),
-        emulator=emulator_settings_from(env, argparse.Namespace()),
-    )
+    """Build the frozen settings from the environment, then the flags on top. Each
+    field's variable and flag are spelled once, in :class:`Settings`' metadata."""
+    values: dict[str, Any] = {}
+    for setting in dataclasses.fields(Settings):
+        if "env" not in setting.metadata:
+            continue
+        flag_value = getattr(args, setting.name, None)
+        if flag_value not in (None, False):
+            values[setting.name] = flag_value
+        elif env.get(setting.metadata["env"], "") != "":
+            values[setting.name] = _parse(setting, env[setting.metadata["env"]])
+    if not values.get("webhook_events", True):  # a list of nothing: the default
+        del values["webhook_events"]
+    if "openai_model" not in values and values.get("openai_dialect") == "beta":
+        values["openai_model"] = BETA_MODEL
+    if "open_mode" not in values:
+        # Without any key, the embedded default is open on loopback only (and says so).
+        keys = values.get("openai_api_key"), values.get("relay_api_key")
+        values["open_mode"] = keys == (None, None) and _is_loopback(
+            values.get("host", Settings.host)
+        )
+    return Settings(**values, emulator=emulator_settings_from(env, argparse.Namespace()))
+
+
+def settings_table() -> str:
+    """The README's settings table, generated from :class:`Settings`' metadata."""
+    lines = ["| variable | flag | default | meaning |", "| --- | --- | --- | --- |"]
+    for setting in dataclasses.fields(Settings):
+        meta = setting.metadata
+        if "env" in meta:
+            flag = f"`{meta['flag']}`" if meta["flag"] else ""
+            lines.append(f"| `{meta['env']}` | {flag} | {meta['shown']} | {meta['doc']} |")
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,16 +141,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the relay")
-    serve.add_argument("--host", help="listen address (RELAY_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="listen port (RELAY_PORT, default 8080)")
-    serve.add_argument("--dialect", choices=["ga", "beta"], help="RELAY_OPENAI_DIALECT")
-    serve.add_argument(
-        "--noise-suppression", choices=["webrtc", "rnnoise", "off"], help="RELAY_NOISE_SUPPRESSION"
-    )
-    serve.add_argument("--open", action="store_true", help="accept calls without keys (RELAY_OPEN)")
-    serve.add_argument(
-        "--workers", type=int, help="worker processes (RELAY_WORKERS, default one per core)"
-    )
+    for setting in dataclasses.fields(Settings):
+        flag = setting.metadata.get("flag")
+        if not flag:
+            continue
+        kind, help_text = (
+            str(setting.type),
+            f"{setting.metadata['doc']} ({setting.metadata['env']})",
+        )
+        if kind == "bool":
+            serve.add_argument(flag, dest=setting.name, action="store_true", help=help_text)
+        else:
+            serve.add_argument(
+                flag,
+                dest=setting.name,
+                type=int if kind == "int" else str,
+                choices=_CHOICES.get(kind),
+                help=help_text,
+            )
     emulator = commands.add_parser("emulator", help="run the OpenAI emulator alone")
     emulator.add_argument("--host", help="listen address (default 127.0.0.1)")
     emulator.add_argument("--port", type=int, help="listen port (default 8090)")
@@ -161,7 +179,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 
 def _serve(settings: Settings) -> None:
-    from .http.app import create_app
+    from .embedded import build_app
 
     if settings.open_mode:
         logger.warning(
@@ -182,18 +200,17 @@ def _serve(settings: Settings) -> None:
 
         serve_sharded(settings, workers, logging.getLogger().level)
         return
-    app = create_app(settings)
+    app = build_app(settings)
     # aiohttp handles SIGINT/SIGTERM: on_shutdown closes every call within
     # shutdown_timeout_secs, then cleanup contexts run.
     _run(app, settings.host, settings.port, settings.shutdown_timeout_secs + 5)
 
 
 def _emulator(settings: EmulatorSettings) -> None:
-    from . import aiortc_patches
+    # The emulator alone: none of the relay's aiortc workarounds; its ICE settings
+    # (ice_addresses, strict_consent) apply to its own peer connections.
     from .emulator.app import create_emulator_app
 
-    aiortc_patches.install()
-    aiortc_patches.restrict_host_addresses(settings.ice_addresses)
     logger.info("OpenAI emulator on http://%s:%d/v1", settings.host, settings.port)
     _run(create_emulator_app(settings), settings.host, settings.port, 10.0)
 

@@ -6,9 +6,11 @@ Only :mod:`relay.cli` reads the environment and argv; everything else receives a
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+# The emulator's settings are its own (it imports nothing from the relay); re-exported.
+from .emulator.settings import EmulatorSettings as EmulatorSettings
 
 Dialect = Literal["ga", "beta"]
 NoiseSuppression = Literal["webrtc", "rnnoise", "off"]
@@ -37,102 +39,171 @@ class Secret(str):
         return str.__str__(self)
 
 
-@dataclass(frozen=True)
-class EmulatorSettings:
-    """Settings of the built-in OpenAI emulator (``realtime-relay emulator``)."""
+def setting(default: Any, env: str, doc: str, *, flag: str | None = None, shown: str = "") -> Any:
+    """A settings field, spelled once: its environment variable, its ``serve`` flag and
+    its documentation (the README's settings table is generated from these). ``shown``
+    is the default as the table says it, when the value itself would not be clear."""
+    shown = shown or _shown(default)
+    return field(default=default, metadata={"env": env, "doc": doc, "flag": flag, "shown": shown})
 
-    host: str = "127.0.0.1"
-    port: int = 8090
-    #: Standard API keys the emulator accepts (like ``sk-...`` keys at OpenAI).
-    api_keys: tuple[Secret, ...] = (Secret("sk-emulator"),)
-    #: Addresses the emulator gathers ICE candidates on; empty means all interfaces.
-    ice_addresses: tuple[str, ...] = ()
-    #: GA session cap (OpenAI: 60 min); the beta dialect uses half of it, as OpenAI did.
-    max_session_secs: float = 3600.0
-    #: Behave like OpenAI's ICE-lite media servers that stop answering consent
-    #: checks without USE-CANDIDATE once the call is up.
-    strict_consent: bool = False
-    #: Whether one ephemeral key may open more than one call (OpenAI's spec: yes).
-    allow_secret_reuse: bool = True
-    #: Seconds between a finished utterance and the first response event.
-    response_delay_secs: float = 0.05
+
+def _shown(default: object) -> str:
+    if default is None:
+        return "unset"
+    if default == ():
+        return "none"
+    if isinstance(default, bool):
+        return f"`{int(default)}`"
+    if isinstance(default, float) and default.is_integer():
+        return f"`{int(default)}`"
+    return f"`{default}`"
 
 
 @dataclass(frozen=True)
 class Settings:
     """Settings of the relay (``realtime-relay serve``)."""
 
-    host: str = "127.0.0.1"
-    port: int = 8080
-    #: The server's OpenAI key. ``None`` runs the embedded emulator instead.
-    openai_api_key: Secret | None = None
-    openai_base_url: str = "https://api.openai.com/v1"
-    #: ``ga`` (client_secrets + calls) or ``beta`` (sessions + ``/realtime?model=``).
-    openai_dialect: Dialect = "ga"
-    #: Default model for sessions whose client did not name one.
-    openai_model: str = GA_MODEL
-    #: Key an app backend uses to mint browser client secrets on the relay.
-    relay_api_key: Secret | None = None
-    #: Token for /api/calls, monitoring and (if set) /metrics.
-    admin_token: Secret | None = None
-    #: Accept calls without any key. Only for development on a trusted host.
-    open_mode: bool = False
-    #: Host addresses to gather ICE candidates on (empty: all interfaces).
-    ice_addresses: tuple[str, ...] = ()
-    #: Caller-audio noise suppression: ``webrtc`` (libwebrtc's), ``rnnoise`` or ``off``.
-    noise_suppression: NoiseSuppression = "webrtc"
-    #: Lifetime of relay client secrets minted for browsers.
-    client_secret_ttl_secs: int = 600
-    #: Bound on each upstream step (mint key, post offer).
-    upstream_timeout_secs: float = 10.0
-    #: Bound on ICE gathering / connection of a leg.
-    ice_timeout_secs: float = 10.0
-    #: Origins allowed by CORS (``*`` allows any); empty disables CORS headers.
-    cors_origins: tuple[str, ...] = ()
-    #: Serve the original ``POST /api/realtime/session`` (hands out OpenAI ephemeral keys).
-    enable_direct_session: bool = False
-    #: Largest SDP offer accepted.
-    max_sdp_bytes: int = 64 * 1024
-    #: Largest data-channel message forwarded (OpenAI advertises 1 GiB; we keep it sane).
-    max_event_bytes: int = 1024 * 1024
-    #: A caller whose media has stopped for this long is hung up.
-    media_timeout_secs: float = 5.0
-    #: Bound on closing all calls at shutdown.
-    shutdown_timeout_secs: float = 10.0
-    #: Largest number of concurrent calls in this process (0: unlimited).
-    max_calls: int = 0
-    #: Worker processes (shards) behind the port; 0 means one per core.
-    workers: int = 0
-    #: A shard whose event loop keeps lagging more than this (median over 2 s) takes no
-    #: new calls.
-    max_loop_lag_ms: float = 100.0
-    #: Token for ``GET /metrics``; unset leaves it open.
-    metrics_token: Secret | None = None
-    #: Which calls are recorded: ``off``, ``all``, or ``opt_in`` (the client asks with
-    #: the ``X-Relay-Record: 1`` header on its offer).
-    recording_policy: RecordingPolicy = "off"
-    #: Folder of recordings (``<dir>/<YYYY-MM-DD>/<call id>/``).
-    recording_dir: str = "recordings"
-    #: Recordings older than this are deleted (0 keeps them all).
-    recording_retention_days: float = 30.0
-    #: URLs that receive webhook POSTs.
-    webhook_urls: tuple[str, ...] = ()
-    #: HMAC-SHA256 key for webhook signatures.
-    webhook_secret: Secret | None = None
-    #: Webhook events sent.
-    webhook_events: tuple[str, ...] = WEBHOOK_EVENT_NAMES
-    #: Attempts per webhook delivery (exponential backoff between them).
-    webhook_max_attempts: int = 5
-    #: Bound on one webhook POST.
-    webhook_timeout_secs: float = 5.0
-    #: Folder of the browser client (``web/``); empty: the one next to the package.
-    web_root: str = ""
+    host: str = setting("127.0.0.1", "RELAY_HOST", "listen address", flag="--host")
+    port: int = setting(8080, "RELAY_PORT", "listen port", flag="--port")
+    openai_api_key: Secret | None = setting(
+        None, "OPENAI_API_KEY", "the server's OpenAI key; unset runs the built-in emulator"
+    )
+    openai_base_url: str = setting(
+        "https://api.openai.com/v1", "OPENAI_BASE_URL", "OpenAI-compatible base URL"
+    )
+    openai_dialect: Dialect = setting(
+        "ga",
+        "RELAY_OPENAI_DIALECT",
+        "`ga` (`client_secrets` + `calls`, model `gpt-realtime`) or `beta` (`sessions` + "
+        "`/realtime?model=`, `gpt-4o-realtime-preview-2024-12-17`; switched off upstream in 2026)",
+        flag="--dialect",
+    )
+    openai_model: str = setting(
+        GA_MODEL,
+        "RELAY_OPENAI_MODEL",
+        "model for sessions that name none",
+        shown="`gpt-realtime` (beta: `gpt-4o-realtime-preview-2024-12-17`)",
+    )
+    relay_api_key: Secret | None = setting(
+        None,
+        "RELAY_API_KEY",
+        "key an app backend uses to mint client secrets (and to call directly)",
+    )
+    admin_token: Secret | None = setting(
+        None,
+        "RELAY_ADMIN_TOKEN",
+        "token for operator routes (`/api/calls`, monitoring, recordings, hangup of any call)",
+    )
+    open_mode: bool = setting(
+        False,
+        "RELAY_OPEN",
+        "accept calls without any key (development only)",
+        flag="--open",
+        shown="on only when no key at all is set and the host is a loopback address",
+    )
+    ice_addresses: tuple[str, ...] = setting(
+        (),
+        "RELAY_ICE_ADDRESSES",
+        "comma-separated host addresses the relay (and the emulator) gather ICE candidates on",
+        shown="all interfaces",
+    )
+    noise_suppression: NoiseSuppression = setting(
+        "webrtc",
+        "RELAY_NOISE_SUPPRESSION",
+        "caller-audio suppressor: `webrtc` (libwebrtc's, ~52 us per 20 ms), `rnnoise` "
+        "(opt-in for steady heavy noise), `off`",
+        flag="--noise-suppression",
+    )
+    client_secret_ttl_secs: int = setting(
+        600,
+        "RELAY_CLIENT_SECRET_TTL_SECS",
+        "lifetime of minted client secrets (10-7200 per request via `expires_after`)",
+    )
+    upstream_timeout_secs: float = setting(
+        10.0, "RELAY_UPSTREAM_TIMEOUT_SECS", "bound on each upstream HTTP step"
+    )
+    ice_timeout_secs: float = setting(
+        10.0, "RELAY_ICE_TIMEOUT_SECS", "bound on the upstream media connection coming up"
+    )
+    cors_origins: tuple[str, ...] = setting(
+        (),
+        "RELAY_CORS_ORIGINS",
+        "comma-separated origins allowed by CORS (`*` for any); `Location` is exposed",
+    )
+    enable_direct_session: bool = setting(
+        False, "RELAY_ENABLE_DIRECT_SESSION", "serve the original `POST /api/realtime/session`"
+    )
+    max_sdp_bytes: int = setting(64 * 1024, "RELAY_MAX_SDP_BYTES", "largest SDP offer accepted")
+    max_event_bytes: int = setting(
+        1024 * 1024, "RELAY_MAX_EVENT_BYTES", "largest data-channel event forwarded from a browser"
+    )
+    media_timeout_secs: float = setting(
+        5.0, "RELAY_MEDIA_TIMEOUT_SECS", "a caller whose audio stops this long is hung up"
+    )
+    shutdown_timeout_secs: float = setting(
+        10.0, "RELAY_SHUTDOWN_TIMEOUT_SECS", "bound on closing every call at SIGTERM/SIGINT"
+    )
+    max_calls: int = setting(
+        0,
+        "RELAY_MAX_CALLS",
+        "calls this process takes before answering 503",
+        shown="`0` (no limit)",
+    )
+    workers: int = setting(
+        0,
+        "RELAY_WORKERS",
+        "worker processes (shards) behind the port",
+        flag="--workers",
+        shown="one per core",
+    )
+    max_loop_lag_ms: float = setting(
+        100.0,
+        "RELAY_MAX_LOOP_LAG_MS",
+        "a shard whose event loop lags more than this (median over the last 2 s) refuses "
+        "new calls (503)",
+    )
+    metrics_token: Secret | None = setting(
+        None, "RELAY_METRICS_TOKEN", "bearer token required by `GET /metrics` (open when unset)"
+    )
+    recording_policy: RecordingPolicy = setting(
+        "off",
+        "RELAY_RECORDING_POLICY",
+        "`off`, `all`, or `opt_in` (the client sends `X-Relay-Record: 1` with its offer)",
+    )
+    recording_dir: str = setting(
+        "recordings",
+        "RELAY_RECORDING_DIR",
+        "folder of recordings (`<dir>/<YYYY-MM-DD>/<call id>/`)",
+    )
+    recording_retention_days: float = setting(
+        30.0,
+        "RELAY_RECORDING_RETENTION_DAYS",
+        "recordings older than this are deleted (0 keeps all)",
+    )
+    webhook_urls: tuple[str, ...] = setting(
+        (), "RELAY_WEBHOOK_URLS", "comma-separated URLs that receive webhook POSTs"
+    )
+    webhook_secret: Secret | None = setting(
+        None, "RELAY_WEBHOOK_SECRET", "HMAC-SHA256 key of the webhook signature"
+    )
+    webhook_events: tuple[str, ...] = setting(
+        WEBHOOK_EVENT_NAMES,
+        "RELAY_WEBHOOK_EVENTS",
+        "which of `call.started`, `call.ended`, `transcript.completed`, `error` are sent",
+        shown="all",
+    )
+    webhook_max_attempts: int = setting(
+        5, "RELAY_WEBHOOK_MAX_ATTEMPTS", "attempts per delivery, with exponential backoff"
+    )
+    webhook_timeout_secs: float = setting(
+        5.0, "RELAY_WEBHOOK_TIMEOUT_SECS", "bound on one webhook POST"
+    )
+    web_root: str = setting(
+        "", "RELAY_WEB_ROOT", "folder of the browser client", shown="`web/` beside the package"
+    )
     #: Emulator used when ``openai_api_key`` is ``None``.
     emulator: EmulatorSettings = field(default_factory=EmulatorSettings)
 
     @property
     def embedded_emulator(self) -> bool:
         return self.openai_api_key is None
-
-    def replace(self, **changes: object) -> Settings:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

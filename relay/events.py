@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -18,15 +19,19 @@ from typing import Any
 
 from aiortc import RTCDataChannel
 
-from .taps import Direction
+from .taps import Role, TappedEvent, TranscriptEntry
 
 logger = logging.getLogger(__name__)
 
-EventTap = Callable[[Direction, dict[str, Any], float], None]
+EventTap = Callable[[TappedEvent], None]
 MAX_PENDING = 10_000
+#: Deepest nesting of JSON arrays and objects accepted in an event (OpenAI's events
+#: nest a handful of levels; a deep one is an attack on whoever parses it next).
+MAX_EVENT_DEPTH = 64
+_EVENT_ID = re.compile(r'"event_id"\s*:\s*"([A-Za-z0-9_.:-]{1,128})"')
 
 #: Server events that complete a turn's transcript: (role, field holding the text).
-TRANSCRIPT_EVENTS: dict[str, tuple[str, str]] = {
+TRANSCRIPT_EVENTS: dict[str, tuple[Role, str]] = {
     "conversation.item.input_audio_transcription.completed": ("user", "transcript"),
     "response.output_audio_transcript.done": ("agent", "transcript"),
     "response.audio_transcript.done": ("agent", "transcript"),
@@ -35,16 +40,57 @@ TRANSCRIPT_EVENTS: dict[str, tuple[str, str]] = {
 }
 
 
-def transcript_entry(event: dict[str, Any]) -> tuple[str, str, str | None] | None:
-    """``(role, text, item_id)`` if ``event`` completes a turn's transcript."""
-    spec = TRANSCRIPT_EVENTS.get(str(event.get("type")))
-    if spec is None:
+def transcript_entry(event: TappedEvent) -> TranscriptEntry | None:
+    """The turn ``event`` completes, if it is a server event that completes one."""
+    spec = TRANSCRIPT_EVENTS.get(event.type)
+    if spec is None or event.direction != "server":
         return None
-    text = event.get(spec[1])
+    text = event.data.get(spec[1])
     if not isinstance(text, str):
         return None
-    item_id = event.get("item_id")
-    return spec[0], text, item_id if isinstance(item_id, str) else None
+    item_id = event.data.get("item_id")
+    return TranscriptEntry(
+        spec[0], text, item_id if isinstance(item_id, str) else None, event.wallclock
+    )
+
+
+def _depth(value: object, limit: int) -> int:
+    """Nesting depth of parsed JSON, counting no further than ``limit + 1``."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level > limit:
+                return level
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def parse_event(text: str) -> tuple[dict[str, Any] | None, tuple[str, str]]:
+    """A data-channel message as a JSON object with a string ``type``, or why not.
+
+    Whatever passes can be re-encoded as UTF-8 JSON by any observer: no lone
+    surrogates, no nesting deeper than :data:`MAX_EVENT_DEPTH`."""
+    try:
+        text.encode("utf-8")
+        event = json.loads(text)
+    except UnicodeEncodeError:
+        return None, ("invalid_event", "The event contains text that is not valid Unicode.")
+    except RecursionError:
+        return None, ("invalid_event", "The event is nested too deeply.")
+    except ValueError:
+        return None, ("invalid_json", "The event is not valid JSON.")
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        return None, ("invalid_event", "The event must be a JSON object with a string 'type'.")
+    if _depth(event, MAX_EVENT_DEPTH) > MAX_EVENT_DEPTH:
+        return None, ("invalid_event", f"The event nests deeper than {MAX_EVENT_DEPTH} levels.")
+    try:  # a lone surrogate written as a JSON escape ("\\ud800") is caught here
+        json.dumps(event, ensure_ascii=False).encode("utf-8")
+        return event, ("", "")
+    except UnicodeEncodeError:
+        return None, ("invalid_event", "The event contains text that is not valid Unicode.")
 
 
 def error_event(code: str, message: str, event_id: str | None = None) -> str:
@@ -125,48 +171,43 @@ class EventBridge:
         side.flush()  # aiortc may hand over a channel that is already open
 
     def _from_caller(self, message: str | bytes) -> None:
-        event, problem = self._parse_client_event(message)
-        if event is None:
+        if isinstance(message, bytes):
+            event, problem = (
+                None,
+                ("invalid_event", "Binary messages are not supported; send JSON text."),
+            )
+        elif (
+            len(message) > self._max_bytes
+            or len(message.encode("utf-8", "replace")) > self._max_bytes
+        ):
+            limit = self._max_bytes
+            event, problem = (
+                None,
+                (
+                    "event_too_large",
+                    f"The event is larger than the relay's limit of {limit} bytes.",
+                ),
+            )
+        else:
+            event, problem = parse_event(message)
+        if event is None or isinstance(message, bytes):
             self.rejected += 1
-            self.caller.send(error_event(*problem))
+            self.caller.send(error_event(*problem, event_id=_event_id_of(message)))
             return
-        self._tap("client", event, time.time())
-        self.upstream.send(message if isinstance(message, str) else message.decode())
+        self._tap(TappedEvent("client", event["type"], event, message, time.time()))
+        self.upstream.send(message)
 
     def _from_upstream(self, message: str | bytes) -> None:
         text = message if isinstance(message, str) else message.decode("utf-8", "replace")
-        try:
-            event = json.loads(text)
-        except ValueError:
-            event = None
-        if isinstance(event, dict):
-            self._tap("server", event, time.time())
+        event, _ = parse_event(text)
+        if event is not None:  # observers see only what they can encode
+            self._tap(TappedEvent("server", event["type"], event, text, time.time()))
         self.caller.send(text)
 
-    def _parse_client_event(
-        self, message: str | bytes
-    ) -> tuple[dict[str, Any] | None, tuple[str, str, str | None]]:
-        if isinstance(message, bytes):
-            return None, (
-                "invalid_event",
-                "Binary messages are not supported; send JSON text.",
-                None,
-            )
-        if len(message.encode()) > self._max_bytes:
-            return None, (
-                "event_too_large",
-                f"The event is larger than the relay's limit of {self._max_bytes} bytes.",
-                None,
-            )
-        try:
-            event = json.loads(message)
-        except ValueError:
-            return None, ("invalid_json", "The event is not valid JSON.", None)
-        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-            event_id = event.get("event_id") if isinstance(event, dict) else None
-            return None, (
-                "invalid_event",
-                "The event must be a JSON object with a string 'type'.",
-                event_id if isinstance(event_id, str) else None,
-            )
-        return event, ("", "", None)
+
+def _event_id_of(message: str | bytes) -> str | None:
+    """The ``event_id`` of a refused event, if one can be read cheaply and safely."""
+    if not isinstance(message, str) or len(message) > 4096:
+        return None
+    match = _EVENT_ID.search(message)
+    return match.group(1) if match else None

@@ -1,20 +1,29 @@
-"""The live calls of this process (a shard): admission, lookup and shutdown."""
+"""The live calls of this process (a shard): admission, lookup, periodic work, shutdown."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Callable
 
-from .call import Call
+from .call import Call, new_call_id
+from .config import Settings
 from .errors import Overloaded
-from .taps import CallObserver, CallView
+from .media.denoise import make_denoiser
+from .taps import CallObserver, CallView, TapBus
+from .upstream.openai import OpenAIConnector
 
 logger = logging.getLogger(__name__)
 
+TICK_SECS = 0.5
+STATS_EVERY_TICKS = 4  # getStats and counters to the observers every 2 s
+
 
 class CallRegistry:
-    """Owns every live :class:`Call` of this process; closes them all at shutdown."""
+    """Owns every live :class:`Call` of this process, the tap bus their observers hang
+    on, and the one ticker that drives their periodic work; closes them all at shutdown."""
 
     def __init__(
         self,
@@ -24,20 +33,21 @@ class CallRegistry:
         max_loop_lag_secs: float = 0.1,
     ) -> None:
         self._calls: dict[str, Call] = {}
-        self._observers: list[CallObserver] = []
+        self.taps = TapBus()
         self._max_calls = max_calls
         #: Recent event-loop lag (set once the probe runs): a lagging loop means the
         #: calls already here are close to losing audio, so new ones go elsewhere.
         self.loop_lag_secs = loop_lag_secs
         self._max_lag = max_loop_lag_secs
+        self._ticker: asyncio.Task[None] | None = None
         self.draining = False
 
     @property
     def observers(self) -> list[CallObserver]:
-        return list(self._observers)
+        return self.taps.observers
 
     def add_observer(self, observer: CallObserver) -> None:
-        self._observers.append(observer)
+        self.taps.add(observer)
 
     def admit(self) -> None:
         """Raise :class:`Overloaded` if this process should not take another call."""
@@ -56,8 +66,20 @@ class CallRegistry:
     def lagging(self) -> bool:
         return self.loop_lag_secs is not None and self.loop_lag_secs() > self._max_lag
 
-    def add(self, call: Call) -> None:
+    def new_call(
+        self, settings: Settings, connector: OpenAIConnector, call_id: str | None = None
+    ) -> Call:
+        """Admit, build and register a call (its observers are the bus's, guarded)."""
+        self.admit()
+        call = Call(
+            settings=settings,
+            connector=connector,
+            denoiser=make_denoiser(settings.noise_suppression),
+            taps=self.taps.for_call(call_id or new_call_id()),
+            on_closed=self.discard,
+        )
         self._calls[call.id] = call
+        return call
 
     def discard(self, call: Call) -> None:
         self._calls.pop(call.id, None)
@@ -74,17 +96,52 @@ class CallRegistry:
     def __len__(self) -> int:
         return len(self._calls)
 
+    # -- the ticker ------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick_forever())
+
+    async def _tick_forever(self) -> None:
+        ticks = 0
+        while True:
+            await asyncio.sleep(TICK_SECS)
+            ticks += 1
+            now = time.monotonic()
+            calls = list(self._calls.values())
+            for call in calls:
+                try:
+                    call.tick(now)
+                except Exception:  # one call's bug must not stop the others' watchdog
+                    logger.exception("call %s: periodic check failed", call.id)
+            if ticks % STATS_EVERY_TICKS == 0 and calls:
+                results = await asyncio.gather(
+                    *(call.publish_stats() for call in calls), return_exceptions=True
+                )
+                for call, result in zip(calls, results, strict=True):
+                    if isinstance(result, Exception):
+                        logger.warning("call %s: stats failed: %r", call.id, result)
+
     async def close_all(self, outcome: str, timeout_secs: float) -> None:
-        """Close every call (both legs, tasks awaited), bounded by ``timeout_secs``."""
+        """Close every call (both legs, tasks awaited), bounded by ``timeout_secs``,
+        then stop the ticker."""
         self.draining = True
         calls = list(self._calls.values())
-        if not calls:
-            return
-        logger.info("closing %d call(s): %s", len(calls), outcome)
-        closing = [asyncio.ensure_future(call.close(outcome)) for call in calls]
-        done, pending = await asyncio.wait(closing, timeout=timeout_secs)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*closing, return_exceptions=True)
-        if pending:
-            logger.warning("%d call(s) did not close within %.1f s", len(pending), timeout_secs)
+        if calls:
+            logger.info("closing %d call(s): %s", len(calls), outcome)
+            closing = [asyncio.ensure_future(call.close(outcome)) for call in calls]
+            done, pending = await asyncio.wait(closing, timeout=timeout_secs)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*closing, return_exceptions=True)
+            if pending:
+                logger.warning("%d call(s) did not close within %.1f s", len(pending), timeout_secs)
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop the ticker (idempotent)."""
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker

@@ -83,9 +83,9 @@ def run_shard(settings: Settings, layout: ShardLayout, log_level: int) -> None:
 
 
 async def _shard_main(settings: Settings, layout: ShardLayout) -> None:
-    from .http.app import create_app
+    from .embedded import build_app
 
-    app = create_app(settings, shard=layout)
+    app = build_app(settings, shard=layout)
     runner = web.AppRunner(
         app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_secs
     )

@@ -6,10 +6,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import aioice.ice
 import numpy as np
 import pytest
-
-from relay import aiortc_patches
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -22,10 +21,14 @@ SPEECH_TEXT = "Hello there. I would like to know what the weather will be like t
 
 @pytest.fixture(autouse=True, scope="session")
 def _loopback_only() -> Iterator[None]:
-    """Every peer connection in the tests gathers on 127.0.0.1 only."""
-    aiortc_patches.install()
-    aiortc_patches.restrict_host_addresses(["127.0.0.1"])
+    """The tests' own network: every peer connection gathers on 127.0.0.1 only (aioice
+    skips loopback by default). This is the test network, not a relay workaround: the
+    relay and the emulator get their addresses from their own settings, per peer
+    connection, and nothing of the relay's is installed process-wide."""
+    stock = aioice.ice.get_host_addresses
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
     yield
+    aioice.ice.get_host_addresses = stock
 
 
 @pytest.fixture(scope="session")

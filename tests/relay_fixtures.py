@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from relay.config import EmulatorSettings, Settings
-from relay.http.app import create_app
+from relay.embedded import build_app
 from relay.http.state import CONNECTOR, REGISTRY
 
 BASE_SETTINGS = Settings(
@@ -63,7 +63,7 @@ async def start_relay() -> AsyncIterator[RelayFactory]:
 
     async def start(**overrides: Any) -> RelayUnderTest:
         settings = replace(BASE_SETTINGS, **overrides)
-        server = TestServer(create_app(settings), host="127.0.0.1")
+        server = TestServer(build_app(settings), host="127.0.0.1")
         await server.start_server()
         relay = RelayUnderTest(server, aiohttp.ClientSession())
         started.append(relay)

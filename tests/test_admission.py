@@ -10,8 +10,8 @@ import numpy as np
 from relay_fixtures import RelayFactory, RelayUnderTest
 from support import PacedAudioSource, RealtimeClient, realtime_client
 
+from relay.embedded import EMULATOR
 from relay.emulator.app import SESSIONS
-from relay.http.state import EMULATOR
 
 
 async def frames_received(relay: RelayUnderTest) -> dict[str, int]:

@@ -14,6 +14,7 @@ from pydantic import TypeAdapter
 from relay_fixtures import RelayFactory, RelayUnderTest
 from support import PacedAudioSource, RealtimeClient, realtime_client, rms_dbfs
 
+from relay import aiortc_patches
 from relay.http.state import SETTINGS
 
 SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
@@ -79,11 +80,11 @@ async def test_spoken_turn_through_relay(relay: RelayUnderTest, speech_48k: np.n
         assert rms_dbfs(agent) > -50
         call = relay.registry.get_call(call_id)
         # Timed to the first agent packet with sound in it, not the silence before it.
-        assert call.last_agent_response_secs is not None
-        assert 0.04 < call.last_agent_response_secs < 5
+        assert call.agent_audio.last_response_secs is not None
+        assert 0.04 < call.agent_audio.last_response_secs < 5
         snapshot = call.snapshot()
         assert snapshot["state"] == "active"
-        assert snapshot["audio"]["agent_packets_out"] > 25
+        assert snapshot["audio"]["caller_frames_out"] > 25
         assert any(t["role"] == "user" for t in snapshot["transcripts"])
 
 
@@ -161,8 +162,8 @@ async def received_noise_and_speech_dbfs(
 ) -> tuple[float, float]:
     """Median level the emulator received during 2 s of noise alone, and the loudest
     frame while speech plays over the same noise."""
+    from relay.embedded import EMULATOR
     from relay.emulator.app import SESSIONS
-    from relay.http.state import EMULATOR
 
     noise = pink_noise(2.0 + speech.size / 48000, -35.0)
     mixed = noise.astype(np.int32)
@@ -225,3 +226,39 @@ async def test_listen_only_caller_is_not_hung_up(relay: RelayUnderTest) -> None:
         client.send({"type": "response.create"})
         await client.wait_for("output_audio_buffer.stopped", timeout=20)
         assert client.sink.loud_frames() > 10
+
+
+async def test_a_muted_caller_that_stops_sending_is_not_hung_up(relay: RelayUnderTest) -> None:
+    """Liveness is about the caller being there, not about it talking: a client that
+    stops sending RTP (its microphone track removed) while its connection is alive
+    stays in the call; its ICE agent keeps answering the relay's checks."""
+    async with realtime_client(PacedAudioSource()) as client:
+        call_id = await call_relay(relay, client)
+        await client.wait_for("session.created", timeout=10)
+        call = relay.registry.get_call(call_id)
+        client.pc.getSenders()[0].replaceTrack(None)  # no more RTP from here on
+        await asyncio.sleep(0.5)
+        frames = call.caller_audio.frames_in
+        await asyncio.sleep(relay.app[SETTINGS].media_timeout_secs * 2 + 1)
+        assert call.caller_audio.frames_in == frames, "the client was still sending"
+        assert call.state == "active"
+        client.send({"type": "session.update", "session": {"type": "realtime"}})
+        await client.wait_for("session.updated")
+
+
+async def test_a_caller_that_vanishes_is_hung_up(relay: RelayUnderTest) -> None:
+    """A caller whose process is gone (no goodbye, no ICE answers) is hung up once its
+    audio has stopped for the media timeout and a check finds nobody there."""
+    client = RealtimeClient(PacedAudioSource())
+    call_id = await call_relay(relay, client)
+    await client.wait_for("session.created", timeout=10)
+    call = relay.registry.get_call(call_id)
+    for transceiver in client.pc.getTransceivers():  # silence, then ignore every packet
+        transceiver.sender.replaceTrack(None)
+    for connection in aiortc_patches.ice_connections(client.pc):
+        connection.request_received = lambda *args: None  # type: ignore[method-assign]
+    gone_at = time.monotonic()
+    await asyncio.wait_for(call.wait_closed(), relay.app[SETTINGS].media_timeout_secs + 3)
+    assert call.outcome == "caller_media_timeout"
+    assert time.monotonic() - gone_at < relay.app[SETTINGS].media_timeout_secs + 2
+    await client.close()

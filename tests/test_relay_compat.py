@@ -13,7 +13,8 @@ from relay_fixtures import RelayFactory, RelayUnderTest
 from support import PacedAudioSource, RealtimeClient, realtime_client
 
 from relay import aiortc_patches
-from relay.config import EmulatorSettings, Secret
+from relay.config import Secret
+from relay.emulator.settings import EmulatorSettings
 
 RELAY_KEY = "relay-compat-key-0123456789"
 
@@ -256,7 +257,7 @@ async def test_stock_consent_checks_would_drop_the_call(
 ) -> None:
     """The same, with aioice's stock consent checks: the upstream leg dies, and the
     relay ends the call (so the test above really tests the fix)."""
-    monkeypatch.setattr(aioice.ice.Connection, "query_consent", aiortc_patches.stock_query_consent)
+    monkeypatch.setattr(aiortc_patches, "consent_checks", aioice.ice.Connection.query_consent)
     relay = await start_relay(
         emulator=EmulatorSettings(ice_addresses=("127.0.0.1",), strict_consent=True)
     )

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
-from .. import aiortc_patches
 from ..auth import ClientSecretStore
 from ..config import Secret, Settings
 from ..ops.components import DEFAULT_WEB_ROOT, build_ops
@@ -18,14 +17,13 @@ from ..registry import CallRegistry
 from ..shards import SINGLE, ShardClient, ShardLayout
 from ..upstream.openai import OpenAIConnector
 from .cors import cors_middleware
-from .errors import error_middleware
+from .errors import bound_slow_clients, error_middleware
 from .ops_routes import setup_ops_routes
 from .realtime_routes import setup_realtime_routes
 from .shard_routes import setup_shard_routes, shard_middleware
 from .state import (
     CLIENT_SECRETS,
     CONNECTOR,
-    EMULATOR,
     HTTP_CLIENT,
     METRICS,
     REGISTRY,
@@ -37,21 +35,40 @@ from .state import (
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Upstream:
+    """Where the relay's OpenAI leg goes: OpenAI, or an emulator."""
+
+    base_url: str
+    api_key: Secret
+
+
+UPSTREAM = web.AppKey("upstream", Upstream)
+
 
 def create_app(
-    settings: Settings, *, web_root: Path | None = None, shard: ShardLayout = SINGLE
+    settings: Settings,
+    *,
+    upstream: Upstream | None = None,
+    web_root: Path | None = None,
+    shard: ShardLayout = SINGLE,
 ) -> web.Application:
-    """The relay app. Without an OpenAI key it runs the built-in emulator in-process.
+    """The relay app, talking to ``upstream`` (default: OpenAI with the settings' key).
 
-    ``shard`` places this process among sibling workers (``serve --workers N``)."""
-    aiortc_patches.install()
-    aiortc_patches.restrict_host_addresses(settings.ice_addresses)
+    ``shard`` places this process among sibling workers (``serve --workers N``). The
+    built-in emulator is started by the entry points (:mod:`relay.embedded`)."""
+    if upstream is None:
+        if settings.openai_api_key is None:
+            raise ValueError("no OpenAI key: use relay.embedded.build_app for the emulator")
+        upstream = Upstream(settings.openai_base_url, settings.openai_api_key)
     # Outermost first: shard routing sees every answer, errors included.
     middlewares = [shard_middleware, error_middleware]
     if settings.cors_origins:
         middlewares.insert(0, cors_middleware(settings.cors_origins))
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_sdp_bytes * 2)
+    bound_slow_clients(app)
     app[SETTINGS] = settings
+    app[UPSTREAM] = upstream
     app[REGISTRY] = CallRegistry(
         settings.max_calls, max_loop_lag_secs=settings.max_loop_lag_ms / 1000
     )
@@ -62,6 +79,7 @@ def create_app(
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_upstream)
     app.cleanup_ctx.append(_shard_client)
+    app.cleanup_ctx.append(_calls)
     app.on_shutdown.append(_close_calls)
     setup_realtime_routes(app)
     setup_shard_routes(app)
@@ -82,6 +100,7 @@ def _setup_ops(app: web.Application, settings: Settings) -> None:
     """Metrics, recording, monitoring and webhooks, as observers of every call."""
     ops = build_ops(settings, app[REGISTRY])
     app[METRICS] = ops.metrics
+    app[REGISTRY].taps.on_error = ops.metrics.observer_error
     app[REGISTRY].loop_lag_secs = ops.loop_lag.sustained_lag_secs
     # After _close_calls (on_shutdown): calls end, and are recorded and announced,
     # before subscribers and writers close.
@@ -98,48 +117,26 @@ async def _shard_client(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _upstream(app: web.Application) -> AsyncIterator[None]:
-    """Point the upstream connector at OpenAI, or at an in-process emulator."""
-    settings = app[SETTINGS]
-    if settings.openai_api_key is not None:
-        base_url, key = settings.openai_base_url, settings.openai_api_key
-        runner = None
-    else:
-        runner, base_url, key = await _start_embedded_emulator(settings)
-        app[EMULATOR] = runner.app
-        logger.info("no OPENAI_API_KEY: using the built-in OpenAI emulator at %s", base_url)
+    """The connector to OpenAI (or to whatever ``create_app`` was told to use)."""
+    settings, upstream = app[SETTINGS], app[UPSTREAM]
     app[CONNECTOR] = OpenAIConnector(
         app[HTTP_CLIENT],
-        base_url=base_url,
-        api_key=key,
+        base_url=upstream.base_url,
+        api_key=upstream.api_key,
         dialect=settings.openai_dialect,
         timeout_secs=settings.upstream_timeout_secs,
     )
+    yield
+
+
+async def _calls(app: web.Application) -> AsyncIterator[None]:
+    """The registry's ticker runs for the app's lifetime (calls close at shutdown)."""
+    registry = app[REGISTRY]
+    registry.start()
     try:
         yield
     finally:
-        if runner is not None:
-            await runner.cleanup()
-
-
-async def _start_embedded_emulator(settings: Settings) -> tuple[web.AppRunner, str, Secret]:
-    from dataclasses import replace
-
-    from ..emulator.app import create_emulator_app
-
-    key = Secret("sk-embedded-" + secrets.token_hex(16))
-    emulator_settings = replace(
-        settings.emulator,
-        host="127.0.0.1",
-        port=0,
-        api_keys=(key,),
-        ice_addresses=settings.ice_addresses,
-    )
-    runner = web.AppRunner(create_emulator_app(emulator_settings), handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return runner, f"http://127.0.0.1:{port}/v1", key
+        await registry.stop()
 
 
 async def _close_calls(app: web.Application) -> None:

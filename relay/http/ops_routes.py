@@ -25,6 +25,7 @@ from aiohttp import WSMsgType, web
 from ..auth import bearer_token, same_secret
 from ..config import Secret
 from ..ops.components import Ops
+from ..ops.encoding import to_json
 from ..ops.monitor import (
     LISTEN_FORMATS,
     LISTEN_TRACKS,
@@ -150,8 +151,7 @@ def _admin(handler: Handler) -> Handler:
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    text = json.dumps(data, ensure_ascii=False, default=str)
-    return web.Response(text=text, status=status, content_type="application/json")
+    return web.Response(text=to_json(data), status=status, content_type="application/json")
 
 
 def _not_found(message: str, param: str = "call_id") -> web.Response:
@@ -186,7 +186,7 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 @_admin
 async def list_calls(request: web.Request) -> web.Response:
-    """Live calls of this process: state, legs, transport, stats, transcripts so far."""
+    """Live calls of this process: state, legs, stats, transcripts so far."""
     calls = request.app[OPS].directory.list()
     return _json({"object": "list", "data": [call.snapshot() for call in calls]})
 
@@ -290,7 +290,7 @@ async def _send_events(ws: web.WebSocketResponse, sub: EventSubscription) -> Non
         dropped = sub.take_drops()
         if dropped:
             await ws.send_str(json.dumps({"type": "relay.dropped", "count": dropped}))
-        await ws.send_str(json.dumps(message, ensure_ascii=False, default=str))
+        await ws.send_str(to_json(message))
 
 
 async def _send_pcm16(ws: web.WebSocketResponse, sub: ListenSubscription) -> None:
@@ -304,8 +304,8 @@ async def _send_twilio(ws: web.WebSocketResponse, sub: ListenSubscription) -> No
     await ws.send_json(stream.connected())
     await ws.send_json(stream.start())
     while (item := await sub.get()) is not None:
-        leg, pcm, wallclock = item
-        await ws.send_json(stream.media(leg, pcm, wallclock))
+        speaker, pcm, wallclock = item
+        await ws.send_json(stream.media(speaker, pcm, wallclock))
     await ws.send_json(stream.stop())
 
 

@@ -10,21 +10,26 @@ from typing import Any
 import aiohttp
 from aiohttp import BodyPartReader, web
 
-from ..auth import Caller, bearer_token, describe_token, same_secret
-from ..call import Call, CallRequest
+from ..auth import Caller, CallOwners, bearer_token, describe_token, same_secret
+from ..call import CallRequest
 from ..errors import InvalidRequest, NotFound, PayloadTooLarge, Unauthorized
-from ..media.denoise import make_denoiser
 from ..sdp import validate_offer
 from ..upstream.session_config import complete_session, merge_sessions
-from .state import CLIENT_SECRETS, CONNECTOR, METRICS, REGISTRY, SETTINGS, SHARD, SHARD_CLIENT
+from .state import CLIENT_SECRETS, CONNECTOR, REGISTRY, SETTINGS, SHARD, SHARD_CLIENT
 
 logger = logging.getLogger(__name__)
 
 MIN_TTL_SECS, MAX_TTL_SECS = 10, 7200
 MAX_JSON_BYTES = 256 * 1024
+#: Deeper JSON is refused: session configs (tool schemas included) are far shallower.
+MAX_JSON_DEPTH = 64
+
+#: Which client secret opened each of this process's calls.
+CALL_OWNERS = web.AppKey("call_owners", CallOwners)
 
 
 def setup_realtime_routes(app: web.Application) -> None:
+    app[CALL_OWNERS] = CallOwners()
     app.router.add_post("/v1/realtime/client_secrets", create_client_secret)
     app.router.add_post("/v1/realtime/calls", create_call)
     app.router.add_post("/v1/realtime/calls/{call_id}/hangup", hangup_call)
@@ -106,23 +111,15 @@ async def create_call(request: web.Request) -> web.Response:
     if model:
         session = {**session, "model": model}
     session = complete_session(session, settings.openai_model)
-    registry = app[REGISTRY]
-    registry.admit()
     layout = app[SHARD]
-    call = Call(
-        call_id=layout.new_call_id() if layout.sharded else None,
-        settings=settings,
-        connector=app[CONNECTOR],
-        denoiser=make_denoiser(settings.noise_suppression),
-        observers=registry.observers,
-        on_closed=registry.discard,
-        metrics=app[METRICS],
+    call = app[REGISTRY].new_call(
+        settings, app[CONNECTOR], layout.new_call_id() if layout.sharded else None
     )
-    registry.add(call)
+    app[CALL_OWNERS].opened(call, caller)
     call_request = CallRequest(
         offer_sdp=offer,
         session=session,
-        user_agent=request.headers.get("User-Agent", "")[:300],
+        user_agent=_printable(request.headers.get("User-Agent", "")[:300]),
         record=request.headers.get("X-Relay-Record", "") in ("1", "true"),
     )
     answer = await call.start(call_request)
@@ -135,13 +132,16 @@ async def create_call(request: web.Request) -> web.Response:
 
 
 async def hangup_call(request: web.Request) -> web.Response:
-    """End a call. Allowed to its caller's kind of credential, or the admin token."""
+    """End a call: the client secret that opened it may, and so may the relay API key
+    and the admin token (any call). Another secret's call is not found."""
     settings = request.app[SETTINGS]
     token = bearer_token(request.headers.get("Authorization"))
-    if not same_secret(token or "", settings.admin_token):
-        await _authorise_call(request)
+    if token is not None and same_secret(token, settings.admin_token):
+        caller = Caller("admin", {})
+    else:
+        caller = await _authorise_call(request)
     call = request.app[REGISTRY].get_call(request.match_info["call_id"])
-    if call is None:
+    if call is None or not request.app[CALL_OWNERS].may_end(call, caller):
         raise NotFound("No call found with that id.", code="call_not_found", param="call_id")
     await call.close("hangup")
     return web.json_response({})
@@ -160,7 +160,7 @@ async def _authorise_call(request: web.Request) -> Caller:
         )
     session = await _client_secret_session(request, token)
     if session is not None:
-        return Caller("client_secret", session)
+        return Caller("client_secret", session, secret=token)
     if same_secret(token, settings.relay_api_key):
         return Caller("api_key", {})
     raise _unauthorized(token)
@@ -181,6 +181,12 @@ async def _client_secret_session(request: web.Request, token: str) -> dict[str, 
         logger.warning("shard %d did not answer a client-secret lookup", owner)
         return None
     return found.get("session") if isinstance(found, dict) else None
+
+
+def _printable(header: str) -> str:
+    """A header value as text every observer can encode: undecodable bytes (kept by
+    aiohttp as surrogates) become U+FFFD."""
+    return header.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 def _unauthorized(token: str | None) -> Unauthorized:
@@ -237,9 +243,9 @@ async def _read_multipart_offer(
 
 def _parse_session_part(data: bytes) -> dict[str, Any]:
     try:
-        session = json.loads(data)
-    except ValueError:
-        raise InvalidRequest("The 'session' part is not valid JSON.", param="session") from None
+        session = _loads(data)
+    except ValueError as exc:
+        raise InvalidRequest(f"The 'session' part is {exc}.", param="session") from None
     if not isinstance(session, dict):
         raise InvalidRequest("The 'session' part must be a JSON object.", param="session")
     return session
@@ -262,14 +268,34 @@ async def _read_json(request: web.Request, *, optional: bool = False) -> dict[st
             return {}
         raise InvalidRequest("The request body is empty; send a JSON object.")
     try:
-        body = json.loads(raw)
-    except ValueError:
+        body = _loads(raw)
+    except ValueError as exc:
         raise InvalidRequest(
-            "We could not parse the JSON body of your request.", code="invalid_json"
+            f"We could not parse the JSON body of your request: it is {exc}.", code="invalid_json"
         ) from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     return body
+
+
+def _loads(data: bytes) -> Any:
+    """Parsed JSON, or a ``ValueError`` saying what it is instead ("not valid JSON")."""
+    too_deep = ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise too_deep from None
+    except ValueError:
+        raise ValueError("not valid JSON") from None
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise too_deep
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return value
 
 
 # -- the original direct mode ----------------------------------------------------------

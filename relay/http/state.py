@@ -20,5 +20,3 @@ CONNECTOR = web.AppKey("connector", OpenAIConnector)
 SHARD = web.AppKey("shard", ShardLayout)
 METRICS = web.AppKey("metrics", RelayMetrics)
 SHARD_CLIENT = web.AppKey("shard_client", ShardClient)
-#: The in-process OpenAI emulator, when no OpenAI key is configured.
-EMULATOR = web.AppKey("embedded_emulator", web.Application)

@@ -16,8 +16,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..config import NoiseSuppression
+from .opus import OPUS_CLOCK
 
-RATE = 48000
+RATE = OPUS_CLOCK  # the rate libopus decodes at; both suppressors work there
 TEN_MS = RATE // 100
 
 
@@ -28,12 +29,19 @@ class Denoiser(Protocol):
         """Denoise a multiple of 10 ms of 48 kHz mono int16; returns as many samples."""
         ...
 
+    def close(self) -> None:
+        """Release native state (idempotent); the call closes its suppressor."""
+        ...
+
 
 class NoDenoiser:
     name = "off"
 
     def process(self, pcm: np.ndarray) -> np.ndarray:
         return pcm
+
+    def close(self) -> None:
+        return
 
 
 class WebRtcDenoiser:
@@ -52,7 +60,7 @@ class WebRtcDenoiser:
         from livekit import rtc
 
         self._rtc = rtc
-        self._apm = rtc.AudioProcessingModule(noise_suppression=True, high_pass_filter=True)
+        self._apm: Any = rtc.AudioProcessingModule(noise_suppression=True, high_pass_filter=True)
         self._buffer = bytearray(TEN_MS * 2)
         self._view = np.frombuffer(self._buffer, dtype=np.int16)
         self._request: Any = self._prepared_request() if reuse_request else None
@@ -75,10 +83,17 @@ class WebRtcDenoiser:
         return request
 
     def process(self, pcm: np.ndarray) -> np.ndarray:
+        if self._apm is None:  # closed: a straggler passes through untouched
+            return pcm
         out = np.empty_like(pcm)
         for start in range(0, pcm.size, TEN_MS):
             out[start : start + TEN_MS] = self._process_10ms(pcm[start : start + TEN_MS])
         return out
+
+    def close(self) -> None:
+        """Drop the FFI request and the module: livekit frees its native handle then."""
+        self._request = None
+        self._apm = None
 
     def _process_10ms(self, chunk: np.ndarray) -> np.ndarray:
         if self._request is None:
@@ -107,6 +122,8 @@ class RnnoiseDenoiser:
         self._destroy = rnnoise.destroy
 
     def process(self, pcm: np.ndarray) -> np.ndarray:
+        if self._state is None:  # closed: never hand native code a freed state
+            return pcm
         out = np.empty_like(pcm)
         for start in range(0, pcm.size, TEN_MS):
             self._buf[:] = pcm[start : start + TEN_MS]

@@ -14,7 +14,13 @@ from typing import Any
 import numpy as np
 from av import AudioFrame, CodecContext, Packet
 
+from ..taps import CANONICAL_FRAME_SAMPLES, CANONICAL_RATE
+
+#: The RTP clock of Opus (and the rate libopus decodes at): 48 kHz on either leg.
 OPUS_CLOCK = 48000
+FRAME_TICKS = OPUS_CLOCK // 50  # 20 ms on the RTP clock
+#: RTP timestamps wrap at 32 bits.
+RTP_WRAP = 1 << 32
 """Opus's RTP clock, whatever the audio's sample rate."""
 
 
@@ -47,8 +53,8 @@ class Opus24kEncoder:
     costs ~20 ms on 24 kHz input; libopus takes 24 kHz natively (the RTP clock stays at
     48 kHz)."""
 
-    RATE = 24000
-    SAMPLES = 480
+    RATE = CANONICAL_RATE
+    SAMPLES = CANONICAL_FRAME_SAMPLES
 
     def __init__(self, bit_rate: int = 32000) -> None:
         self._codec: Any = CodecContext.create("libopus", "w")

@@ -8,49 +8,56 @@ Neither ever restarts its timestamps, which would make RTP timestamps go backwar
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import fractions
-from typing import Generic, TypeVar
 
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import Packet
 
-T = TypeVar("T")
-OPUS_CLOCK = 48000
-FRAME_TICKS = OPUS_CLOCK // 50  # 20 ms on the RTP clock
-_U32 = 1 << 32
+from ..queues import DropOldestQueue
+from .opus import FRAME_TICKS, OPUS_CLOCK, RTP_WRAP
+
 DEFAULT_MAX_FRAMES = 10  # 200 ms of audio: the most a queue may hold before dropping
 
 
-class _DropOldestQueue(Generic[T]):
-    """A bounded FIFO that drops its oldest item when full; never blocks the producer."""
+class _OpusPacketTrack(MediaStreamTrack):
+    """An audio track of ready-made Opus packets, fed by :meth:`_put` and paced by its
+    queue; subclasses decide each packet's ``pts`` (48 kHz RTP clock)."""
 
-    def __init__(self, max_items: int) -> None:
-        self._items: collections.deque[T] = collections.deque()
-        self._max = max_items
-        self._ready = asyncio.Event()
-        self.dropped = 0
+    kind = "audio"
 
-    def put(self, item: T) -> None:
-        if len(self._items) >= self._max:
-            self._items.popleft()
-            self.dropped += 1
-        self._items.append(item)
-        self._ready.set()
+    def __init__(self, max_packets: int) -> None:
+        super().__init__()
+        self._queue: DropOldestQueue[tuple[bytes, int]] = DropOldestQueue(max_packets)
+        self._time_base = fractions.Fraction(1, OPUS_CLOCK)
+        self.packets_sent = 0
 
-    async def get(self) -> T:
-        while not self._items:
-            self._ready.clear()
-            await self._ready.wait()
-        return self._items.popleft()
+    @property
+    def dropped(self) -> int:
+        return self._queue.dropped
 
-    def __len__(self) -> int:
-        return len(self._items)
+    def stop(self) -> None:
+        super().stop()
+        self._queue.close()  # a sender waiting for audio ends now
+
+    def _next_pts(self, pts: int) -> int:
+        return pts
+
+    async def recv(self) -> Packet:  # type: ignore[type-arg]
+        if self.readyState != "live":
+            raise MediaStreamError
+        item = await self._queue.get()
+        if item is None:
+            raise MediaStreamError
+        payload, pts = item
+        packet = Packet(payload)
+        packet.pts = self._next_pts(pts)
+        packet.time_base = self._time_base
+        self.packets_sent += 1
+        return packet
 
 
-class UplinkTrack(MediaStreamTrack):
+class UplinkTrack(_OpusPacketTrack):
     """Canonical caller audio to OpenAI, as Opus packets the relay encoded itself
     (aiortc's sender only packs them: no encode executor, no re-chunking).
 
@@ -58,58 +65,36 @@ class UplinkTrack(MediaStreamTrack):
     lost packet stays a gap in the RTP timestamps and OpenAI's receiver conceals it in
     the right place."""
 
-    kind = "audio"
-
     def __init__(self, max_frames: int = DEFAULT_MAX_FRAMES) -> None:
-        super().__init__()
-        self._queue: _DropOldestQueue[tuple[bytes, int]] = _DropOldestQueue(max_frames)
+        super().__init__(max_frames)
         self._last_pts = -FRAME_TICKS
-        self._time_base = fractions.Fraction(1, OPUS_CLOCK)
-        self.frames_sent = 0
 
     @property
-    def dropped(self) -> int:
-        return self._queue.dropped
+    def frames_sent(self) -> int:
+        return self.packets_sent
 
     def push(self, payload: bytes, pts: int) -> None:
         if payload:
             self._queue.put((payload, pts))
 
-    async def recv(self) -> Packet:  # type: ignore[type-arg]
-        if self.readyState != "live":
-            raise MediaStreamError
-        payload, pts = await self._queue.get()
+    def _next_pts(self, pts: int) -> int:
         # Drops upstream of us must never move the clock backwards.
-        pts = max(pts, self._last_pts + FRAME_TICKS)
-        self._last_pts = pts
-        packet = Packet(payload)
-        packet.pts = pts
-        packet.time_base = self._time_base
-        self.frames_sent += 1
-        return packet
+        self._last_pts = max(pts, self._last_pts + FRAME_TICKS)
+        return self._last_pts
 
 
-class PacketForwardTrack(MediaStreamTrack):
+class PacketForwardTrack(_OpusPacketTrack):
     """Agent Opus packets from OpenAI to the browser, forwarded without re-encoding.
 
     Timestamps keep OpenAI's deltas (unwrapped from 32 bits), so the browser's NetEq
     sees real gaps where packets were lost and conceals them in the right place."""
 
-    kind = "audio"
-
     def __init__(self, max_packets: int = DEFAULT_MAX_FRAMES) -> None:
-        super().__init__()
-        self._queue: _DropOldestQueue[tuple[bytes, int]] = _DropOldestQueue(max_packets)
+        super().__init__(max_packets)
         self._first_ts: int | None = None
         self._last_ts = 0
         self._unwrapped = 0
-        self._time_base = fractions.Fraction(1, OPUS_CLOCK)
         self.packets_in = 0
-        self.packets_sent = 0
-
-    @property
-    def dropped(self) -> int:
-        return self._queue.dropped
 
     def push(self, payload: bytes, rtp_timestamp: int) -> None:
         """Called for each in-order packet of the agent's track (on the event loop)."""
@@ -117,20 +102,10 @@ class PacketForwardTrack(MediaStreamTrack):
             return
         if self._first_ts is None:
             self._first_ts = self._last_ts = rtp_timestamp
-        delta = (rtp_timestamp - self._last_ts) % _U32
-        if delta >= _U32 // 2:
+        delta = (rtp_timestamp - self._last_ts) % RTP_WRAP
+        if delta >= RTP_WRAP // 2:
             return  # older than what was already forwarded
         self._last_ts = rtp_timestamp
         self._unwrapped += delta
         self.packets_in += 1
         self._queue.put((payload, self._unwrapped))
-
-    async def recv(self) -> Packet:  # type: ignore[type-arg]
-        if self.readyState != "live":
-            raise MediaStreamError
-        payload, pts = await self._queue.get()
-        packet = Packet(payload)
-        packet.pts = pts
-        packet.time_base = self._time_base
-        self.packets_sent += 1
-        return packet

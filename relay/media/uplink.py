@@ -18,11 +18,12 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from av import AudioFrame, AudioResampler
 
 from ..taps import CANONICAL_FRAME_SAMPLES, CANONICAL_RATE
 from .denoise import Denoiser
-from .opus import OPUS_CLOCK, Opus24kEncoder, OpusDecoder
+from .opus import OPUS_CLOCK, RTP_WRAP, Opus24kEncoder, OpusDecoder
+from .pcm import To24kMono
+from .timing import FrameTimes
 from .tracks import UplinkTrack
 
 logger = logging.getLogger(__name__)
@@ -30,46 +31,7 @@ logger = logging.getLogger(__name__)
 CanonicalSink = Callable[[np.ndarray, float], None]
 """Receives each canonical 20 ms frame and the wall-clock time of its first sample."""
 
-_U32 = 1 << 32
 _MAX_GAP = OPUS_CLOCK * 10  # a timestamp jump beyond 10 s is a new stream, not loss
-
-
-def to_mono(frame: AudioFrame) -> np.ndarray:
-    """48 kHz int16 mono from an aiortc-decoded frame (always packed s16 stereo)."""
-    samples = frame.to_ndarray().reshape(-1)
-    if frame.layout.name == "mono":
-        return samples
-    pair = samples.reshape(-1, 2).astype(np.int32)
-    return ((pair[:, 0] + pair[:, 1]) >> 1).astype(np.int16)
-
-
-class To24kMono:
-    """48 kHz mono int16 in, exact 480-sample 24 kHz frames out (swresample, ~0.7 ms
-    delay: low-latency, unlike a fixed frame_size resampler)."""
-
-    def __init__(self, input_rate: int = 48000) -> None:
-        self._resampler = AudioResampler(format="s16", layout="mono", rate=CANONICAL_RATE)
-        self._rate = input_rate
-        self._carry = np.zeros(0, dtype=np.int16)
-        self._primed = False
-
-    def push(self, mono: np.ndarray) -> list[np.ndarray]:
-        frame = AudioFrame.from_ndarray(mono.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self._rate
-        parts: list[np.ndarray] = [self._carry]
-        parts += [out.to_ndarray().reshape(-1) for out in self._resampler.resample(frame)]
-        pcm = np.concatenate(parts)
-        if not self._primed and pcm.size:
-            # swresample holds back a few samples (16) at the start, so its first output
-            # is just short of a frame; without this pad, every frame after it would wait
-            # for the next input: a standing 20 ms delay.
-            pcm = np.concatenate([np.zeros(-pcm.size % CANONICAL_FRAME_SAMPLES, np.int16), pcm])
-            self._primed = True
-        whole = pcm.size - pcm.size % CANONICAL_FRAME_SAMPLES
-        self._carry = pcm[whole:]
-        step = CANONICAL_FRAME_SAMPLES
-        frames: list[np.ndarray] = [pcm[i : i + step] for i in range(0, whole, step)]
-        return frames
 
 
 class CallerAudio:
@@ -80,12 +42,12 @@ class CallerAudio:
         denoiser: Denoiser,
         uplink: UplinkTrack,
         tap: CanonicalSink,
-        on_processed: Callable[[float], None] | None = None,
     ) -> None:
         self._denoiser = denoiser
         self._uplink = uplink
         self._tap = tap
-        self._on_processed = on_processed
+        #: Processing time of each packet since the last stats report.
+        self.times = FrameTimes()
         # libavcodec's libopus decoder always decodes at 48 kHz (Opus's full band).
         self._rate = OPUS_CLOCK
         self._decoder = OpusDecoder()
@@ -110,8 +72,7 @@ class CallerAudio:
                 self._forward_packet(payload, pcm, time.time())
             else:
                 self._process(pcm, time.time())
-        if self._on_processed is not None:
-            self._on_processed(time.perf_counter() - started)
+        self.times.add(time.perf_counter() - started)
 
     def _forward_packet(self, payload: bytes, pcm: np.ndarray, wallclock: float) -> None:
         self._uplink.push(payload, self._out_pts)
@@ -131,8 +92,8 @@ class CallerAudio:
         """A jump in the caller's timestamps is lost packets: keep it as a gap upstream,
         so OpenAI's receiver conceals it where it happened."""
         if self._next_ts is not None:
-            gap = (rtp_timestamp - self._next_ts) % _U32
+            gap = (rtp_timestamp - self._next_ts) % RTP_WRAP
             if 0 < gap < _MAX_GAP:
                 self._out_pts += gap
                 self.loss_gaps += 1
-        self._next_ts = (rtp_timestamp + duration) % _U32
+        self._next_ts = (rtp_timestamp + duration) % RTP_WRAP

@@ -5,11 +5,12 @@ shutdown, everything closed at cleanup."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..config import Secret, Settings
 from ..taps import CallDirectory
 from .metrics import LoopLagProbe, MetricsObserver, RelayMetrics
-from .monitor import MonitorHub
+from .monitor import MonitorHub, SnapshotOf
 from .recording import Recorder
 from .webhooks import WebhookDispatcher
 
@@ -96,7 +97,7 @@ def build_ops(settings: Settings, directory: CallDirectory) -> Ops:
     return Ops(
         directory=directory,
         metrics=metrics,
-        hub=MonitorHub(metrics),
+        hub=MonitorHub(_snapshots_of(directory), metrics),
         recorder=recorder,
         webhooks=webhooks,
         admin_token=settings.admin_token,
@@ -104,3 +105,13 @@ def build_ops(settings: Settings, directory: CallDirectory) -> Ops:
         max_calls=settings.max_calls,
         web_root=Path(settings.web_root) if settings.web_root else None,
     )
+
+
+def _snapshots_of(directory: CallDirectory) -> SnapshotOf:
+    """The live snapshot of a call by id, for the monitor's ``relay.snapshot``."""
+
+    def snapshot_of(call_id: str) -> dict[str, Any] | None:
+        call = directory.get(call_id)
+        return call.snapshot() if call is not None else None
+
+    return snapshot_of

@@ -21,8 +21,10 @@ Deliveries to one URL are not ordered (``created_at`` orders them).
 
 The observer methods only append to a bounded queue (a full queue drops and counts the
 webhook); one background task owned by the dispatcher sends them, at most
-``concurrency`` at a time, so a slow or dead receiver never slows a call. Secrets and
-URLs (which may carry tokens) are never logged; only the receiver's host is.
+``concurrency`` at a time, so a slow or dead receiver never slows a call. A delivery
+that fails unexpectedly (a bug, not a receiver's failure) is logged once with its
+traceback. Secrets and URLs (which may carry tokens) are never logged; only the
+receiver's host is.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import random
 import secrets
@@ -41,12 +42,11 @@ from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
-import numpy as np
 
 from relay.config import Secret
-from relay.events import transcript_entry
+from relay.ops.encoding import to_json
 from relay.ops.metrics import WEBHOOK_EVENTS, RelayMetrics
-from relay.taps import CallView, Direction, Leg
+from relay.taps import CallEnd, CallInfo, Observer, TappedEvent, TranscriptEntry
 
 log = logging.getLogger(__name__)
 
@@ -107,18 +107,20 @@ class Webhook:
             "call_id": self.call_id,
             "data": self.data,
         }
-        return json.dumps(payload, ensure_ascii=False, default=str).encode()
+        return to_json(payload).encode()
 
 
 _STOP: Final = object()
 
 
-class WebhookDispatcher:
-    """The CallObserver that sends lifecycle webhooks.
+class WebhookDispatcher(Observer):
+    """The call observer that sends lifecycle webhooks.
 
     Owner: the app. ``await start()`` inside the event loop, ``await close()`` at
     shutdown (idempotent): it lets queued webhooks go out for up to
     ``drain_timeout_secs``, then cancels what is left and awaits it."""
+
+    name = "webhooks"
 
     def __init__(
         self,
@@ -164,6 +166,7 @@ class WebhookDispatcher:
             return
         self._session = aiohttp.ClientSession(timeout=self._timeout)
         self._runner = asyncio.create_task(self._run(), name="webhooks")
+        self._runner.add_done_callback(self._task_done)
 
     async def close(self, drain_timeout_secs: float = 5.0) -> None:
         if self._closed:
@@ -181,50 +184,31 @@ class WebhookDispatcher:
             await self._session.close()
             self._session = None
 
-    # -- CallObserver --------------------------------------------------------------------
+    # -- observer ----------------------------------------------------------------------
 
-    def wants_agent_audio(self, call_id: str) -> bool:
-        return False
+    def call_started(self, call: CallInfo) -> None:
+        data = {"model": call.model, "user_agent": call.user_agent, "created_at": call.created_at}
+        self._enqueue("call.started", call.call_id, data)
 
-    def call_started(self, call: CallView) -> None:
-        if "call.started" not in self.events:
-            return
-        snap = call.snapshot()
-        data = {key: snap.get(key) for key in ("model", "user_agent", "created_at")}
-        self._enqueue("call.started", call.id, data)
+    def event(self, call_id: str, event: TappedEvent) -> None:
+        if event.direction == "server" and event.type == "error":
+            data = {"t": event.wallclock, "error": event.data.get("error")}
+            self._enqueue("error", call_id, data)
 
-    def audio(self, call: CallView, leg: Leg, pcm: np.ndarray, wallclock: float) -> None:
-        return
+    def transcript(self, call_id: str, entry: TranscriptEntry) -> None:
+        data = {"t": entry.t, "role": entry.role, "item_id": entry.item_id, "text": entry.text}
+        self._enqueue("transcript.completed", call_id, data)
 
-    def event(
-        self, call: CallView, direction: Direction, event: dict[str, Any], wallclock: float
-    ) -> None:
-        if direction != "server" or not self.enabled:
-            return
-        if event.get("type") == "error":
-            self._enqueue("error", call.id, {"t": wallclock, "error": event.get("error")})
-            return
-        entry = transcript_entry(event)
-        if entry is not None:
-            role, text, item_id = entry
-            data = {"t": wallclock, "role": role, "item_id": item_id, "text": text}
-            self._enqueue("transcript.completed", call.id, data)
-
-    def call_ended(self, call: CallView, outcome: str) -> None:
-        if "call.ended" not in self.events:
-            return
-        snap = call.snapshot()
-        created, ended = snap.get("created_at"), snap.get("ended_at") or self._clock()
-        duration = ended - created if isinstance(created, int | float) else None
+    def call_ended(self, call: CallInfo, end: CallEnd) -> None:
         data = {
-            "outcome": outcome,
-            "model": snap.get("model"),
-            "created_at": created,
-            "ended_at": ended,
-            "duration_secs": duration,
-            "transcript": snap.get("transcripts", []),
+            "outcome": end.outcome,
+            "model": call.model,
+            "created_at": call.created_at,
+            "ended_at": end.ended_at,
+            "duration_secs": end.ended_at - call.created_at,
+            "transcript": [entry.as_dict() for entry in end.transcripts],
         }
-        self._enqueue("call.ended", call.id, data)
+        self._enqueue("call.ended", call.call_id, data)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -249,8 +233,16 @@ class WebhookDispatcher:
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
                 task.add_done_callback(lambda _t: slots.release())
+                task.add_done_callback(self._task_done)
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    @staticmethod
+    def _task_done(task: asyncio.Task[None]) -> None:
+        """Retrieve a finished task's exception, logging an unexpected one once (receivers'
+        failures are handled in :meth:`_deliver`; this is for bugs)."""
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("webhook task %s failed", task.get_name(), exc_info=error)
 
     async def _deliver(self, url: str, webhook: Webhook) -> None:
         body = webhook.body()

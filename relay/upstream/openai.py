@@ -75,14 +75,6 @@ class OpenAIConnector:
             raise UpstreamError("OpenAI's key-minting answer had no key in it.")
         return secret["value"], int(secret.get("expires_at") or 0)
 
-    async def mint_raw(self, session: dict[str, Any]) -> dict[str, Any]:
-        """The upstream mint response itself (for the original direct-mode route)."""
-        if self.dialect == "beta":
-            url, body = f"{self._base}/realtime/sessions", to_beta_session(session)
-        else:
-            url, body = f"{self._base}/realtime/client_secrets", {"session": session}
-        return await self._request_json("POST", url, json=body, token=self._key.value)
-
     async def create_call(self, offer_sdp: str, ephemeral_key: str, model: str) -> UpstreamCall:
         """POST the relay's own offer; returns OpenAI's answer and call id."""
         if self.dialect == "beta":

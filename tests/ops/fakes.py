@@ -1,19 +1,39 @@
 """In-memory stand-ins for a call and the call directory, and synthetic audio.
 
-They implement :mod:`relay.taps`' protocols exactly as a real call uses them, so the
-operator components are driven the way the relay drives them."""
+The fake directory publishes through a real :class:`relay.taps.TapBus`, with the typed
+values a real call publishes (``CallInfo``, ``TappedEvent``, ``TranscriptEntry``,
+``MediaStats``, ``CallEnd``), so the operator components are driven the way the relay
+drives them. Unlike the relay, it fails the test at once if an observer raises (the bus
+would only log it and detach the observer)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from relay.taps import CANONICAL_FRAME_SAMPLES, CANONICAL_RATE, CallObserver, Direction, Leg
+from relay.events import transcript_entry
+from relay.taps import (
+    CANONICAL_FRAME_SAMPLES,
+    CANONICAL_RATE,
+    CallEnd,
+    CallInfo,
+    CallObserver,
+    CallTaps,
+    Direction,
+    MediaStats,
+    SetupResult,
+    Speaker,
+    TapBus,
+    TappedEvent,
+    TranscriptEntry,
+)
 
 FRAME_SECS = CANONICAL_FRAME_SAMPLES / CANONICAL_RATE
 
@@ -29,6 +49,14 @@ def frames_of(samples: np.ndarray) -> list[np.ndarray]:
         samples[i : i + CANONICAL_FRAME_SAMPLES]
         for i in range(0, len(samples), CANONICAL_FRAME_SAMPLES)
     ]
+
+
+def tapped(direction: Direction, event: dict[str, Any], wallclock: float) -> TappedEvent:
+    """``event`` as the call publishes it: read-only data and its JSON text."""
+    text = json.dumps(event)
+    return TappedEvent(
+        direction, str(event["type"]), types.MappingProxyType(event), text, wallclock
+    )
 
 
 class FakeCall:
@@ -50,7 +78,18 @@ class FakeCall:
         self.created_at = time.time()
         self.ended_at: float | None = None
         self.outcome: str | None = None
-        self.transcripts: list[dict[str, Any]] = []
+        self.transcripts: list[TranscriptEntry] = []
+
+    def info(self) -> CallInfo:
+        return CallInfo(
+            call_id=self.id,
+            model=self.model,
+            dialect="ga",
+            user_agent=self.user_agent,
+            record=self.record,
+            created_at=self.created_at,
+            setup_seconds=0.5,
+        )
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -63,16 +102,23 @@ class FakeCall:
             "created_at": self.created_at,
             "ended_at": self.ended_at,
             "legs": {"caller": {"connection_state": "connected"}},
-            "transcripts": list(self.transcripts),
+            "transcripts": [entry.as_dict() for entry in self.transcripts],
         }
 
 
 class FakeDirectory:
-    """A CallDirectory that fans a fake call's taps out to its observers."""
+    """A CallDirectory whose fake calls publish through a real tap bus."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.calls: dict[str, FakeCall] = {}
-        self.observers: list[CallObserver] = []
+        self.failed: list[str] = []  # names of observers that raised
+        self.bus = TapBus(on_error=self.failed.append)
+        self._taps: dict[str, CallTaps] = {}
+        self._clock = clock
+
+    @property
+    def observers(self) -> list[CallObserver]:
+        return self.bus.observers
 
     def get(self, call_id: str) -> FakeCall | None:
         return self.calls.get(call_id)
@@ -80,32 +126,52 @@ class FakeDirectory:
     def list(self) -> list[FakeCall]:
         return list(self.calls.values())
 
+    def snapshot_of(self, call_id: str) -> dict[str, Any] | None:
+        call = self.calls.get(call_id)
+        return call.snapshot() if call is not None else None
+
     def add_observer(self, observer: CallObserver) -> None:
-        self.observers.append(observer)
+        self.bus.add(observer)
 
     def start(self, call: FakeCall) -> FakeCall:
         self.calls[call.id] = call
-        for observer in self.observers:
-            observer.call_started(call)
+        taps = self._taps[call.id] = self.bus.for_call(call.id)
+        taps.setup_finished(SetupResult(call.id, 0.5, 0.3))
+        taps.call_started(call.info())
+        self._check()
         return call
 
-    def audio(self, call: FakeCall, leg: Leg, pcm: np.ndarray, wallclock: float) -> None:
-        for observer in self.observers:
-            observer.audio(call, leg, pcm, wallclock)
+    def audio(self, call: FakeCall, speaker: Speaker, pcm: np.ndarray, wallclock: float) -> None:
+        taps = self._taps.get(call.id)
+        if taps is not None:  # as a real call, an ended one publishes nothing
+            taps.audio(speaker, pcm, wallclock)
+            self._check()
 
     def event(
         self, call: FakeCall, direction: Direction, event: dict[str, Any], wallclock: float
     ) -> None:
-        if event.get("type") == "conversation.item.input_audio_transcription.completed":
-            call.transcripts.append({"role": "user", "text": event["transcript"], "t": wallclock})
-        for observer in self.observers:
-            observer.event(call, direction, event, wallclock)
+        published = tapped(direction, event, wallclock)
+        self._taps[call.id].event(published)
+        entry = transcript_entry(published)  # what the call does, in relay.events
+        if entry is not None:
+            call.transcripts.append(entry)
+            self._taps[call.id].transcript(entry)
+        self._check()
+
+    def media_stats(self, stats: MediaStats) -> None:
+        self._taps[stats.call_id].media_stats(stats)
+        self._check()
 
     def end(self, call: FakeCall, outcome: str = "hangup") -> None:
-        call.state, call.outcome, call.ended_at = "ended", outcome, time.time()
+        call.state, call.outcome, call.ended_at = "ended", outcome, self._clock()
         self.calls.pop(call.id, None)
-        for observer in self.observers:
-            observer.call_ended(call, outcome)
+        end = CallEnd(outcome, call.ended_at, tuple(call.transcripts))
+        self._taps.pop(call.id).call_ended(call.info(), end)
+        self._check()
+
+    def _check(self) -> None:
+        """Fail the test if an observer raised (the bus logged its traceback)."""
+        assert not self.failed, f"observer(s) {self.failed} raised: see the log"
 
 
 async def eventually(predicate: Callable[[], object], timeout_secs: float = 5.0) -> None:

@@ -1,22 +1,30 @@
-"""RelayMetrics, MetricsObserver, StatsSampler and the loop-lag probe."""
+"""RelayMetrics, MetricsObserver (set-up, calls, events, media stats) and the loop-lag
+probe."""
 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import time
 
 import pytest
-from aiortc.stats import RTCInboundRtpStreamStats, RTCRemoteInboundRtpStreamStats, RTCStatsReport
 
 from relay.ops.metrics import LoopLagProbe, MetricsObserver, RelayMetrics
+from relay.ops.metrics.families import FAMILIES
+from relay.taps import CallEnd, LinkStats, MediaStats, SetupResult, TapBus, TappedEvent
 
-from .fakes import FakeCall, FakeDirectory
+from .fakes import FakeCall, FakeDirectory, tapped
 
 
 def value(metrics: RelayMetrics, name: str, **labels: str) -> float:
     found = metrics.registry.get_sample_value("realtime_relay_" + name, labels)
     return 0.0 if found is None else found
+
+
+def observed() -> tuple[RelayMetrics, FakeDirectory]:
+    metrics = RelayMetrics(process=False)
+    directory = FakeDirectory()
+    directory.add_observer(MetricsObserver(metrics))
+    return metrics, directory
 
 
 def test_each_app_has_its_own_registry() -> None:
@@ -27,6 +35,16 @@ def test_each_app_has_its_own_registry() -> None:
     assert value(b, "calls_active") == 0
 
 
+def test_every_family_is_a_typed_attribute() -> None:
+    """RelayMetrics declares one attribute per family of the table, of its type."""
+    metrics = RelayMetrics(process=False)
+    declared = RelayMetrics.__annotations__
+    assert set(declared) == {family.attribute for family in FAMILIES}
+    for family in FAMILIES:
+        assert declared[family.attribute].lower() == family.kind
+        assert type(getattr(metrics, family.attribute)).__name__.lower() == family.kind
+
+
 def test_every_name_is_prefixed_with_a_unit_and_known_series_start_at_zero() -> None:
     """Names carry the prefix; counters end in _total; known label sets exist at 0."""
     metrics = RelayMetrics(process=False)
@@ -35,21 +53,46 @@ def test_every_name_is_prefixed_with_a_unit_and_known_series_start_at_zero() -> 
     assert families and all(f.name.startswith("realtime_relay_") for f in families)
     assert 'realtime_relay_calls_total{outcome="hangup"} 0.0' in text
     assert 'realtime_relay_audio_frames_dropped_total{direction="in",leg="caller"} 0.0' in text
+    assert 'realtime_relay_audio_frames_total{direction="out",leg="upstream"} 0.0' in text
+    assert 'realtime_relay_audio_processing_seconds_count{speaker="agent"} 0.0' in text
     assert "call_id" not in text
+    assert 'leg="agent"' not in text  # agent is a speaker, not a network leg
+
+
+def test_observer_errors_are_counted_by_observer_name() -> None:
+    """observer_errors_total exists from start-up for every observer of the relay, and
+    the tap bus's on_error counts a failing observer under its own name."""
+    metrics = RelayMetrics(process=False)
+    text = metrics.render()[0].decode()
+    for name in ("metrics", "recording", "monitor", "webhooks"):
+        assert f'realtime_relay_observer_errors_total{{observer="{name}"}} 0.0' in text
+
+    class Broken(MetricsObserver):
+        def event(self, call_id: str, event: TappedEvent) -> None:
+            raise RuntimeError("a bug")
+
+    bus = TapBus(on_error=metrics.observer_error)
+    bus.add(Broken(metrics))
+    call = FakeCall()
+    taps = bus.for_call(call.id)
+    taps.call_started(call.info())
+    taps.event(tapped("client", {"type": "response.create"}, time.time()))
+    taps.event(tapped("client", {"type": "response.create"}, time.time()))  # detached
+    assert value(metrics, "observer_errors_total", observer="metrics") == 1
+    taps.call_ended(call.info(), CallEnd("hangup", time.time(), ()))
+    assert value(metrics, "calls_active") == 0  # still told the call ended
 
 
 def test_observer_counts_calls_by_outcome_and_duration() -> None:
     """A call counts as active from start to end, then once under its outcome; an
     unknown outcome is folded into 'other'."""
-    metrics = RelayMetrics(process=False)
-    directory = FakeDirectory()
-    directory.add_observer(MetricsObserver(metrics))
+    metrics, directory = observed()
     first, second = directory.start(FakeCall()), directory.start(FakeCall())
     assert value(metrics, "calls_active") == 2
     directory.end(first, "hangup")
     directory.end(second, "some_new_outcome")
-    directory.observers[0].call_ended(second, "hangup")  # a second end is ignored
-    assert value(metrics, "calls_active") == 0
+    directory.observers[0].call_ended(second.info(), CallEnd("hangup", time.time(), ()))
+    assert value(metrics, "calls_active") == 0  # a second end is ignored
     assert value(metrics, "calls_total", outcome="hangup") == 1
     assert value(metrics, "calls_total", outcome="other") == 1
     assert value(metrics, "call_duration_seconds_count") == 2
@@ -57,9 +100,7 @@ def test_observer_counts_calls_by_outcome_and_duration() -> None:
 
 def test_event_types_are_bounded_and_errors_counted_by_code() -> None:
     """Known OpenAI types keep their name, others become 'other'; error codes too."""
-    metrics = RelayMetrics(process=False)
-    directory = FakeDirectory()
-    directory.add_observer(MetricsObserver(metrics))
+    metrics, directory = observed()
     call = directory.start(FakeCall())
     now = time.time()
     directory.event(call, "client", {"type": "response.create"}, now)
@@ -73,64 +114,93 @@ def test_event_types_are_bounded_and_errors_counted_by_code() -> None:
     assert value(metrics, "upstream_errors_total", code="other") == 1
 
 
-def test_stats_sampler_converts_units_and_counts_only_new_packets() -> None:
-    """Jitter in 48 kHz RTP ticks becomes seconds, RTT comes from remote-inbound-rtp,
-    and cumulative packet counters only add what changed since the last sample."""
+def test_setup_results_fold_relay_error_codes_into_reasons() -> None:
+    """Successes time both stages; failures count by reason and as a setup_failed
+    outcome; those with OpenAI also count as an upstream error."""
     metrics = RelayMetrics(process=False)
-    sampler = metrics.stats_sampler("caller")
-
-    def report(received: int, lost: int, remote_received: int, remote_lost: int) -> RTCStatsReport:
-        now = datetime.datetime.now()
-        stats = RTCStatsReport()
-        stats.add(
-            RTCInboundRtpStreamStats(
-                timestamp=now, type="inbound-rtp", id="in", ssrc=1, kind="audio",
-                transportId="t", packetsReceived=received, packetsLost=lost, jitter=480,
-            )
-        )  # fmt: skip
-        stats.add(
-            RTCRemoteInboundRtpStreamStats(
-                timestamp=now, type="remote-inbound-rtp", id="rin", ssrc=2, kind="audio",
-                transportId="t", packetsReceived=remote_received, packetsLost=remote_lost,
-                jitter=96, roundTripTime=0.05, fractionLost=0,
-            )
-        )  # fmt: skip
-        return stats
-
-    sampler.observe(report(100, 2, 90, 10))
-    sampler.observe(report(150, 2, 140, 12))
-    assert value(metrics, "rtp_packets_received_total", leg="caller", direction="in") == 150
-    assert value(metrics, "rtp_packets_lost_total", leg="caller", direction="in") == 2
-    assert value(metrics, "rtp_packets_received_total", leg="caller", direction="out") == 140
-    assert value(metrics, "rtp_packets_lost_total", leg="caller", direction="out") == 12
-    assert value(metrics, "rtp_jitter_seconds_sum", leg="caller", direction="in") == 0.02
-    assert value(metrics, "rtp_jitter_seconds_sum", leg="caller", direction="out") == 0.004
-    assert value(metrics, "rtt_seconds_count", leg="caller") == 2
-    assert value(metrics, "rtt_seconds_sum", leg="caller") == pytest.approx(0.1)
-
-
-def test_setup_helpers_fold_relay_error_codes_into_reasons() -> None:
-    metrics = RelayMetrics(process=False)
-    metrics.call_setup_succeeded(0.8, 0.5)
-    metrics.call_setup_failed("relay_overloaded")
-    metrics.call_setup_failed("upstream_timeout")
-    metrics.call_setup_failed("capacity")
+    observer = MetricsObserver(metrics)
+    observer.setup_finished(SetupResult("rtc_1", 0.8, 0.5))
+    observer.setup_finished(SetupResult("rtc_2", 0.1, None, failure="relay_overloaded"))
+    observer.setup_finished(
+        SetupResult("rtc_3", 5.0, None, failure="upstream_timeout", upstream_failed=True)
+    )
+    observer.setup_finished(SetupResult("rtc_4", 0.1, None, failure="capacity"))
     assert value(metrics, "call_setup_seconds_count", stage="total") == 1
     assert value(metrics, "call_setup_seconds_sum", stage="upstream") == 0.5
     assert value(metrics, "call_setup_failures_total", reason="capacity") == 2
     assert value(metrics, "call_setup_failures_total", reason="timeout") == 1
     assert value(metrics, "calls_total", outcome="setup_failed") == 3
+    assert value(metrics, "upstream_errors_total", code="timeout") == 1
 
 
-def test_leg_metrics_are_bound_children() -> None:
-    metrics = RelayMetrics(process=False)
-    leg = metrics.leg("agent")
-    leg.frames_in.inc()
-    leg.dropped_out.inc(2)
-    leg.processing_seconds.observe(0.0001)
-    assert value(metrics, "audio_frames_total", leg="agent", direction="in") == 1
-    assert value(metrics, "audio_frames_dropped_total", leg="agent", direction="out") == 2
-    assert value(metrics, "frame_processing_seconds_count", leg="agent") == 1
+def media(call_id: str, frames: int, dropped: int, **more: object) -> MediaStats:
+    """Cumulative counters: ``frames`` on every (leg, direction), ``dropped`` likewise."""
+    keys = [(leg, d) for leg in ("caller", "upstream") for d in ("in", "out")]
+    return MediaStats(
+        call_id,
+        frames={key: frames for key in keys},  # type: ignore[misc]
+        dropped={key: dropped for key in keys},  # type: ignore[misc]
+        **more,  # type: ignore[arg-type]
+    )
+
+
+def test_media_stats_add_only_what_grew_since_the_last_report() -> None:
+    """Counters in MediaStats are cumulative per call: two reports of 100 then 150
+    frames add 150, not 250; two calls add up; a call's last values are forgotten when
+    it ends, and a report after the end counts nothing."""
+    metrics, directory = observed()
+    first, second = directory.start(FakeCall()), directory.start(FakeCall())
+    directory.media_stats(media(first.id, 100, 1))
+    directory.media_stats(media(first.id, 150, 3))
+    directory.media_stats(media(second.id, 10, 0))
+    for leg in ("caller", "upstream"):
+        for direction in ("in", "out"):
+            labels = {"leg": leg, "direction": direction}
+            assert value(metrics, "audio_frames_total", **labels) == 160
+            assert value(metrics, "audio_frames_dropped_total", **labels) == 3
+    directory.end(first)
+    directory.observers[0].media_stats(media(first.id, 200, 5))  # after the end: ignored
+    assert value(metrics, "audio_frames_total", leg="caller", direction="in") == 160
+
+
+def test_media_stats_feed_processing_latency_jitter_loss_and_rtt() -> None:
+    """Per-speaker processing times and response latencies are observed as given; RTP
+    packet counters add deltas per SSRC (a counter that went back adds nothing), jitter
+    and RTT are observed per leg."""
+    metrics, directory = observed()
+    call = directory.start(FakeCall())
+
+    def links(received: int, lost: int, remote_received: int) -> list[LinkStats]:
+        return [
+            LinkStats("caller", "in", "1", received, lost, 0.01),
+            LinkStats("caller", "out", "2", remote_received, 10, 0.002),
+            LinkStats("upstream", "in", "3", received, 0, None),
+        ]
+
+    directory.media_stats(
+        media(
+            call.id, 1, 0,
+            processing_secs={"caller": [0.001, 0.002], "agent": [0.0001]},
+            response_latency_secs=[0.8],
+            links=links(100, 2, 90),
+            rtt_secs={"caller": 0.05, "upstream": 0.02},
+        )
+    )  # fmt: skip
+    directory.media_stats(media(call.id, 2, 0, links=links(150, 2, 80), rtt_secs={"caller": 0.05}))
+    assert value(metrics, "audio_processing_seconds_count", speaker="caller") == 2
+    assert value(metrics, "audio_processing_seconds_count", speaker="agent") == 1
+    assert value(metrics, "agent_response_latency_seconds_count") == 1
+    assert value(metrics, "rtp_packets_received_total", leg="caller", direction="in") == 150
+    assert value(metrics, "rtp_packets_lost_total", leg="caller", direction="in") == 2
+    assert value(metrics, "rtp_packets_received_total", leg="caller", direction="out") == 90
+    assert value(metrics, "rtp_packets_lost_total", leg="caller", direction="out") == 10
+    assert value(metrics, "rtp_packets_received_total", leg="upstream", direction="in") == 150
+    assert value(metrics, "rtp_jitter_seconds_sum", leg="caller", direction="in") == 0.02
+    assert value(metrics, "rtp_jitter_seconds_sum", leg="caller", direction="out") == 0.004
+    assert value(metrics, "rtp_jitter_seconds_count", leg="upstream", direction="in") == 0
+    assert value(metrics, "rtt_seconds_count", leg="caller") == 2
+    assert value(metrics, "rtt_seconds_sum", leg="caller") == pytest.approx(0.1)
+    assert value(metrics, "rtt_seconds_count", leg="upstream") == 1
 
 
 async def test_loop_lag_probe_sees_a_blocked_loop_and_closes_idempotently() -> None:

@@ -8,12 +8,13 @@ import warnings
 
 import numpy as np
 
+from relay.media.pcm import level_dbfs
 from relay.ops.metrics import RelayMetrics
 from relay.ops.monitor import (
     Downsampler24kTo8k,
     MonitorHub,
+    MonitorLimits,
     TwilioStream,
-    level_dbfs,
     mulaw_decode,
     mulaw_encode,
 )
@@ -23,8 +24,8 @@ from .fakes import FRAME_SECS, FakeCall, FakeDirectory, tone
 
 def hub_with_call(**options: int) -> tuple[MonitorHub, FakeDirectory, FakeCall, RelayMetrics]:
     metrics = RelayMetrics(process=False)
-    hub = MonitorHub(metrics, **options)
     directory = FakeDirectory()
+    hub = MonitorHub(directory.snapshot_of, metrics, MonitorLimits(**options))
     directory.add_observer(hub)
     return hub, directory, directory.start(FakeCall()), metrics
 
@@ -76,18 +77,32 @@ def test_event_subscribers_get_a_snapshot_then_live_events_then_the_end() -> Non
         directory.event(call, "server", {"type": "response.created", "n": i}, time.time())
     sub = hub.subscribe_events(call.id)
     assert sub is not None
+    live_snapshot = call.snapshot()
+    user_done = {
+        "type": "conversation.item.input_audio_transcription.completed",
+        "item_id": "item_1",
+        "transcript": "Hello?",
+    }
+    directory.event(call, "server", user_done, time.time())
     directory.event(call, "client", {"type": "response.create"}, time.time())
     directory.end(call, "hangup")
-    snapshot, live, ended = drain(sub)
+    snapshot, _, live, ended = drain(sub)
     assert isinstance(snapshot, dict) and snapshot["type"] == "relay.snapshot"
-    assert snapshot["call"]["id"] == call.id
+    assert snapshot["call"] == live_snapshot  # the call's own, as it was then
     assert [e["event"]["n"] for e in snapshot["events"]] == [1, 2]  # history is bounded
     assert isinstance(live, dict) and live["direction"] == "client"
-    assert isinstance(ended, dict) and ended == {
-        "type": "relay.call_ended",
+    assert isinstance(ended, dict) and ended["type"] == "relay.call_ended"
+    assert ended["outcome"] == "hangup"
+    # What the monitor page reads of it: the end of the call and its transcript.
+    assert {k: ended["call"][k] for k in ("id", "state", "outcome", "model")} == {
+        "id": call.id,
+        "state": "ended",
         "outcome": "hangup",
-        "call": call.snapshot(),
+        "model": call.model,
     }
+    assert ended["call"]["ended_at"] == call.ended_at
+    assert ended["call"]["transcripts"] == call.snapshot()["transcripts"]
+    assert ended["call"]["transcripts"][0]["text"] == "Hello?"
     assert sub.closed
     assert (
         metrics.registry.get_sample_value("realtime_relay_monitor_subscribers", {"kind": "events"})

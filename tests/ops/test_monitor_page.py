@@ -50,7 +50,10 @@ async def live_call(aiohttp_server: AiohttpServer) -> AsyncIterator[tuple[str, A
     metrics = RelayMetrics(process=False)
     directory = FakeDirectory()
     ops = Ops(
-        directory=directory, metrics=metrics, hub=MonitorHub(metrics), admin_token=Secret(ADMIN)
+        directory=directory,
+        metrics=metrics,
+        hub=MonitorHub(directory.snapshot_of, metrics),
+        admin_token=Secret(ADMIN),
     )
     app = web.Application(middlewares=[error_middleware])
     setup_ops_routes(app, ops)

@@ -24,7 +24,7 @@ from relay_fixtures import BASE_SETTINGS
 from support import PacedAudioSource, realtime_client
 
 from relay.config import Secret
-from relay.http.app import create_app
+from relay.embedded import build_app
 from relay.http.ops_routes import OPS
 from relay.ops.components import Ops
 from relay.ops.recording import Recorder, read_metadata
@@ -73,7 +73,7 @@ async def ops_relay(tmp_path: Path, aiohttp_server: AiohttpServer) -> AsyncItera
         webhook_urls=(str(hook_server.make_url("/hook")),),
         webhook_secret=Secret(WEBHOOK_SECRET),
     )
-    app = create_app(settings)
+    app = build_app(settings)
     ops = app[OPS]
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()

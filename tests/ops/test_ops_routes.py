@@ -21,9 +21,10 @@ from pytest_aiohttp import AiohttpClient
 from relay.config import Secret
 from relay.http.errors import error_middleware
 from relay.http.ops_routes import setup_ops_routes
+from relay.media.pcm import level_dbfs
 from relay.ops.components import Ops
 from relay.ops.metrics import RelayMetrics
-from relay.ops.monitor import MonitorHub, level_dbfs, mulaw_decode
+from relay.ops.monitor import MonitorHub, MonitorLimits, mulaw_decode
 from relay.ops.recording import Recorder
 
 from .fakes import FRAME_SECS, FakeCall, FakeDirectory, eventually, tone
@@ -61,7 +62,9 @@ def make_app(aiohttp_client: AiohttpClient, tmp_path: Path) -> MakeApp:
         ops = Ops(
             directory=directory,
             metrics=metrics,
-            hub=MonitorHub(metrics, event_queue_size=event_queue_size),
+            hub=MonitorHub(
+                directory.snapshot_of, metrics, MonitorLimits(event_queue_size=event_queue_size)
+            ),
             recorder=Recorder(tmp_path / "rec", policy="all", metrics=metrics)
             if recorder
             else None,

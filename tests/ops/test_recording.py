@@ -23,11 +23,14 @@ from relay.ops.metrics import RelayMetrics
 from relay.ops.recording import (
     FILES,
     Recorder,
+    WriterTiming,
     finalise_unfinished,
     is_safe_id,
     read_metadata,
     sweep_retention,
 )
+from relay.ops.recording.callfiles import CallFiles
+from relay.taps import CallEnd
 
 from .fakes import FRAME_SECS, FakeCall, FakeDirectory, eventually, tone
 
@@ -54,6 +57,10 @@ def read_stereo(path: Path) -> np.ndarray:
 def window_rms(samples: np.ndarray, start_secs: float, end_secs: float) -> float:
     part = samples[int(start_secs * RATE) : int(end_secs * RATE)].astype(np.float64)
     return float(np.sqrt(np.mean(part**2))) if part.size else 0.0
+
+
+def ended(outcome: str = "hangup") -> CallEnd:
+    return CallEnd(outcome, time.time(), ())
 
 
 def folder_of(root: Path, call_id: str) -> Path:
@@ -176,9 +183,9 @@ async def test_policy(
     """off records nothing; opt_in only calls whose client asked; all records all."""
     recorder: Recorder = await make_recorder(policy=policy)
     call = FakeCall(record=opt_in)
-    recorder.call_started(call)
+    recorder.call_started(call.info())
     assert recorder.wants_agent_audio(call.id) is recorded
-    recorder.call_ended(call, "hangup")
+    recorder.call_ended(call.info(), ended("hangup"))
     await recorder.close()
     assert bool(list((tmp_path / "recordings").glob(f"*/{call.id}"))) is recorded
 
@@ -188,16 +195,18 @@ async def test_a_full_queue_drops_and_counts_without_blocking(
 ) -> None:
     """With the writer asleep, 200 frames into a 10-item queue return at once; the
     190 dropped are counted in metrics and in the metadata."""
-    recorder: Recorder = await make_recorder(max_queue_items=10, flush_interval_secs=30)
+    recorder: Recorder = await make_recorder(
+        max_queue_items=10, timing=WriterTiming(flush_interval_secs=30)
+    )
     call = FakeCall()
-    recorder.call_started(call)
+    recorder.call_started(call.info())
     metadata_path = tmp_path / "recordings"
     # Let the writer take the start item; then it sleeps for the flush interval.
     await eventually(lambda: list(metadata_path.glob(f"*/{call.id}/metadata.json")))
     frame, now = tone(440), time.time()
     for i in range(200):
-        recorder.audio(call, "caller", frame, now + i * FRAME_SECS)
-    recorder.call_ended(call, "hangup")
+        recorder.audio(call.id, "caller", frame, now + i * FRAME_SECS)
+    recorder.call_ended(call.info(), ended("hangup"))
     await recorder.close()
     failures = metrics.registry.get_sample_value(
         "realtime_relay_recording_failures_total", {"reason": "queue_full"}
@@ -236,9 +245,9 @@ async def test_admin_helpers_list_describe_and_refuse_other_paths(
     recorder: Recorder = await make_recorder()
     calls = [FakeCall(), FakeCall()]
     for call in calls:
-        recorder.call_started(call)
+        recorder.call_started(call.info())
         await asyncio.sleep(0.01)
-        recorder.call_ended(call, "hangup")
+        recorder.call_ended(call.info(), ended("hangup"))
     await recorder.close()
     listed = recorder.list_recordings()
     assert [m["call_id"] for m in listed] == [calls[1].id, calls[0].id]
@@ -261,17 +270,17 @@ async def test_a_failing_disk_stops_that_recording_only(
     blocker = tmp_path / "recordings" / day
     blocker.write_text("not a folder")
     first = FakeCall()
-    recorder.call_started(first)
+    recorder.call_started(first.info())
     await eventually(
         lambda: metrics.registry.get_sample_value(
             "realtime_relay_recording_failures_total", {"reason": "io"}
         )
     )
-    recorder.call_ended(first, "hangup")
+    recorder.call_ended(first.info(), ended("hangup"))
     blocker.unlink()
     second = FakeCall()
-    recorder.call_started(second)
-    recorder.call_ended(second, "hangup")
+    recorder.call_started(second.info())
+    recorder.call_ended(second.info(), ended("hangup"))
     await recorder.close()
     failures = metrics.registry.get_sample_value(
         "realtime_relay_recording_failures_total", {"reason": "io"}
@@ -279,6 +288,58 @@ async def test_a_failing_disk_stops_that_recording_only(
     assert failures == 1
     metadata = read_metadata(folder_of(tmp_path / "recordings", second.id))
     assert metadata is not None and metadata["status"] == "complete"
+
+
+def slow_finish(monkeypatch: pytest.MonkeyPatch, secs: float) -> None:
+    """Make the writer thread take ``secs`` to finish each recording."""
+    finish = CallFiles.finish
+
+    def slow(self: CallFiles, *args: Any) -> None:
+        time.sleep(secs)
+        finish(self, *args)
+
+    monkeypatch.setattr(CallFiles, "finish", slow)
+
+
+async def test_a_cancelled_close_still_finalises_and_joins_the_writer(
+    make_recorder: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelling close() (a shutdown running out of time) does not leave the writer
+    thread running: the close goes on to the join, then the cancellation goes on."""
+    recorder: Recorder = await make_recorder()
+    call = FakeCall()
+    recorder.call_started(call.info())
+    slow_finish(monkeypatch, 0.3)
+    closing = asyncio.create_task(recorder.close())
+    await asyncio.sleep(0.05)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    metadata = read_metadata(folder_of(tmp_path / "recordings", call.id))
+    assert metadata is not None and metadata["status"] == "complete"
+    assert metadata["outcome"] == "shutdown"
+    assert not recorder.wants_agent_audio(call.id)
+    await recorder.close()  # idempotent
+
+
+async def test_a_writer_that_does_not_stop_in_time_is_reported(
+    make_recorder: Callable[..., Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    recorder: Recorder = await make_recorder()
+    call = FakeCall()
+    recorder.call_started(call.info())
+    slow_finish(monkeypatch, 1.0)
+    started = time.monotonic()
+    await recorder.close(timeout_secs=0.1)
+    assert time.monotonic() - started < 0.9  # bounded
+    assert any("did not stop" in r.getMessage() for r in caplog.records)
+    folder = tmp_path / "recordings"
+    await eventually(
+        lambda: (read_metadata(folder_of(folder, call.id)) or {}).get("status") == "complete"
+    )
 
 
 def test_recordings_of_a_live_process_are_left_alone(tmp_path: Path) -> None:

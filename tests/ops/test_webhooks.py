@@ -4,7 +4,9 @@ backoff, final failures, a full queue, and a shutdown that never hangs."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -103,6 +105,17 @@ async def test_lifecycle_webhooks_are_signed_and_carry_the_call(serve: ServerFac
     assert by_type["transcript.completed"]["role"] == "agent"
     assert by_type["error"]["error"]["code"] == "invalid_value"
     assert by_type["call.ended"]["outcome"] == "hangup"
+    assert by_type["call.started"] == {
+        "model": call.model,
+        "user_agent": call.user_agent,
+        "created_at": call.created_at,
+    }
+    ended = by_type["call.ended"]
+    assert set(ended) == {
+        "outcome", "model", "created_at", "ended_at", "duration_secs", "transcript"
+    }  # fmt: skip
+    assert ended["duration_secs"] == pytest.approx(ended["ended_at"] - call.created_at)
+    assert ended["transcript"] == [{"role": "agent", "text": "Hi", "item_id": "i1", "t": now}]
     assert value(metrics, "webhook_deliveries_total", event="call.ended") == 1
 
 
@@ -129,7 +142,7 @@ async def test_server_errors_are_retried_and_client_errors_are_final(
         urls, secret=SECRET, metrics=metrics, initial_backoff_secs=0.01, events=["call.started"]
     )
     await dispatcher.start()
-    dispatcher.call_started(FakeCall())
+    dispatcher.call_started(FakeCall().info())
     await flaky.wait_for(3)
     await refusing.wait_for(1)
     await dispatcher.close()
@@ -153,7 +166,7 @@ async def test_a_dead_receiver_is_given_up_after_max_attempts() -> None:
         initial_backoff_secs=0.01,
     )
     await dispatcher.start()
-    dispatcher.call_started(FakeCall())
+    dispatcher.call_started(FakeCall().info())
     await eventually(
         lambda: value(metrics, "webhook_failures_total", event="call.started", reason="exhausted")
     )
@@ -176,7 +189,7 @@ async def test_a_slow_receiver_never_slows_calls_and_shutdown_is_bounded(
     )
     await dispatcher.start()
     for _ in range(20):
-        dispatcher.call_started(FakeCall())  # returns with the receiver still busy
+        dispatcher.call_started(FakeCall().info())  # returns with the receiver still busy
     await slow.wait_for(1)
     assert value(metrics, "webhook_failures_total", event="call.started", reason="dropped") >= 14
     closing = time.monotonic()
@@ -188,6 +201,29 @@ async def test_a_slow_receiver_never_slows_calls_and_shutdown_is_bounded(
 async def test_without_urls_the_dispatcher_does_nothing() -> None:
     dispatcher = WebhookDispatcher([])
     await dispatcher.start()
-    dispatcher.call_started(FakeCall())
+    dispatcher.call_started(FakeCall().info())
     assert not dispatcher.enabled and dispatcher.pending() == 0
     await dispatcher.close()
+
+
+async def test_an_unexpected_delivery_error_is_logged_once_and_retrieved(
+    serve: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in a delivery (not a receiver's failure) is logged once with its
+    traceback; asyncio never has to report an exception nobody retrieved."""
+    url = await serve(Receiver())
+    dispatcher = WebhookDispatcher([url], events=["call.started"])
+
+    async def broken(*args: object) -> str:
+        raise RuntimeError("a bug in the dispatcher")
+
+    dispatcher._attempt = broken  # type: ignore[method-assign]
+    await dispatcher.start()
+    caplog.set_level(logging.ERROR)
+    dispatcher.call_started(FakeCall().info())
+    await eventually(lambda: caplog.records)
+    await dispatcher.close()
+    gc.collect()  # an unretrieved task exception would be reported now
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and "failed" in messages[0], messages
+    assert caplog.records[0].exc_info is not None

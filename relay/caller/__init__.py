@@ -1,0 +1,1 @@
+"""The caller's side of a call: the browser's leg into the relay."""

@@ -1,0 +1,91 @@
+"""The browser's WebRTC leg into the relay: its offer, the relay's answer, the caller's
+audio into the caller pipeline, the agent's audio out, and the ``oai-events`` channel.
+
+One :class:`WebRtcCallerLeg` per call; the call owns it and closes it (idempotent)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from .. import aiortc_patches
+from ..errors import InvalidOffer
+from ..events import EventBridge
+from ..media.tracks import PacketForwardTrack
+from ..media.uplink import CallerAudio
+from ..upstream.leg import SDP_ERRORS
+
+
+class WebRtcCallerLeg:
+    """The browser's peer connection, answered by the relay."""
+
+    def __init__(
+        self,
+        *,
+        ice_addresses: tuple[str, ...],
+        on_ended: Callable[[str], None],
+    ) -> None:
+        self._ice_addresses = ice_addresses
+        self._on_ended = on_ended
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._readers: set[asyncio.Task[None]] = set()
+
+    async def accept(self, offer_sdp: str, bridge: EventBridge, audio: CallerAudio) -> None:
+        """Take the browser's offer; its first audio section feeds ``audio``."""
+        pc = self.pc
+        pc.on("track", self._on_track)
+        pc.on("datachannel", bridge.attach_caller)
+        pc.on("connectionstatechange", self._on_state)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        except SDP_ERRORS as exc:
+            raise InvalidOffer(f"Invalid SDP offer: {exc}", param="sdp") from None
+        aiortc_patches.adopt(pc, self._ice_addresses)
+        first = True
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind != "audio":
+                continue
+            # The caller's packets go straight to the caller pipeline; aiortc's decoder
+            # thread gets nothing, so its remote track never queues a frame.
+            buffer = aiortc_patches.audio_buffer_of(transceiver.receiver)
+            buffer.decode = False
+            if first:  # the first audio section is the microphone
+                buffer.packet_sink = audio.on_packet
+                first = False
+
+    async def answer(self, downlink: PacketForwardTrack) -> str:
+        """The relay's SDP answer, sending ``downlink`` (the agent) to the browser."""
+        self.pc.addTrack(downlink)
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return str(self.pc.localDescription.sdp)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        # Audio arrives through the packet sink; anything else (video) is read and
+        # dropped, so no remote track is ever left unread.
+        if track.kind != "audio":
+            task = asyncio.ensure_future(_drain(track))
+            self._readers.add(task)
+            task.add_done_callback(self._readers.discard)
+
+    def _on_state(self) -> None:
+        if self.pc.connectionState in ("failed", "closed"):
+            self._on_ended(f"caller_{self.pc.connectionState}")
+
+    def late_packets(self) -> int:
+        return aiortc_patches.late_audio_packets(self.pc)
+
+    async def close(self) -> None:
+        """Close the peer connection and stop reading (idempotent)."""
+        for task in list(self._readers):
+            task.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+        await self.pc.close()
+
+
+async def _drain(track: MediaStreamTrack) -> None:
+    with contextlib.suppress(Exception):
+        while True:
+            await track.recv()

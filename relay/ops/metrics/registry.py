@@ -1,0 +1,153 @@
+"""The relay's metrics on a registry of their own.
+
+Each :class:`RelayMetrics` (one per app) owns a dedicated
+:class:`~prometheus_client.CollectorRegistry`, so tests and several apps in one process
+never collide on the global registry. Its families are those of :data:`.FAMILIES`, one
+attribute each; labels are low-cardinality only (never a call id).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    gc_collector,
+    generate_latest,
+    platform_collector,
+    process_collector,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics import MetricWrapperBase
+
+from relay.taps import LEGS, SPEAKERS
+
+from .families import FAMILIES, Family
+from .vocabulary import (
+    CLIENT_EVENT_TYPES,
+    EVENT_DIRECTIONS,
+    MEDIA_DIRECTIONS,
+    MONITOR_KINDS,
+    OBSERVER_NAMES,
+    OTHER,
+    OUTCOMES,
+    PREFIX,
+    RECORDING_FAILURE_REASONS,
+    SERVER_EVENT_TYPES,
+    SETUP_FAILURE_REASONS,
+    SETUP_STAGES,
+    UPSTREAM_ERROR_CODES,
+    WEBHOOK_EVENTS,
+    WEBHOOK_FAILURE_REASONS,
+)
+
+
+class RelayMetrics:
+    """Every metric of one relay app, on its own registry: one attribute per family of
+    :data:`.FAMILIES`, named as exported (without the prefix)."""
+
+    calls_active: Gauge
+    calls_capacity: Gauge
+    calls_total: Counter
+    call_setup_seconds: Histogram
+    call_setup_failures_total: Counter
+    call_duration_seconds: Histogram
+    agent_response_latency_seconds: Histogram
+    audio_frames_total: Counter
+    audio_frames_dropped_total: Counter
+    audio_processing_seconds: Histogram
+    rtp_jitter_seconds: Histogram
+    rtp_packets_received_total: Counter
+    rtp_packets_lost_total: Counter
+    rtt_seconds: Histogram
+    datachannel_events_total: Counter
+    upstream_errors_total: Counter
+    recordings_active: Gauge
+    recording_bytes_total: Counter
+    recording_failures_total: Counter
+    webhook_deliveries_total: Counter
+    webhook_attempts_total: Counter
+    webhook_failures_total: Counter
+    webhook_delivery_seconds: Histogram
+    event_loop_lag_seconds: Histogram
+    monitor_subscribers: Gauge
+    monitor_dropped_total: Counter
+    observer_errors_total: Counter
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = True) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        if process:
+            # Process RSS/CPU/FDs and GC figures: the capacity inputs next to our own.
+            process_collector.ProcessCollector(registry=self.registry)
+            platform_collector.PlatformCollector(registry=self.registry)
+            gc_collector.GCCollector(registry=self.registry)
+        for family in FAMILIES:
+            setattr(self, family.attribute, self._create(family))
+        self._initialise_series()
+
+    def observer_error(self, name: str) -> None:
+        """Count an observer that raised (the TapBus's ``on_error``). Observer names
+        come from the relay's code, not from peers, so the label is the name as is."""
+        self.observer_errors_total.labels(name).inc()
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type (text format 0.0.4, which every
+        Prometheus version understands)."""
+        return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
+
+    def _create(self, family: Family) -> MetricWrapperBase:
+        name, registry = PREFIX + family.name, self.registry
+        if family.kind == "counter":
+            return Counter(name, family.help, family.labels, registry=registry)
+        if family.kind == "gauge":
+            return Gauge(name, family.help, family.labels, registry=registry)
+        return Histogram(
+            name, family.help, family.labels, registry=registry, buckets=family.buckets
+        )
+
+    def _initialise_series(self) -> None:
+        """Create every known label combination at zero.
+
+        Series that exist from the start make ``rate()`` and absent-free alerts work
+        before the first event, and let tests see every name the dashboard uses."""
+        one_label: tuple[tuple[MetricWrapperBase, tuple[str, ...]], ...] = (
+            (self.calls_total, (*OUTCOMES, OTHER)),
+            (self.call_setup_seconds, SETUP_STAGES),
+            (self.call_setup_failures_total, (*SETUP_FAILURE_REASONS, OTHER)),
+            (self.audio_processing_seconds, SPEAKERS),
+            (self.rtt_seconds, LEGS),
+            (self.upstream_errors_total, (*UPSTREAM_ERROR_CODES, OTHER)),
+            (self.recording_failures_total, RECORDING_FAILURE_REASONS),
+            (self.webhook_deliveries_total, WEBHOOK_EVENTS),
+            (self.webhook_attempts_total, WEBHOOK_EVENTS),
+            (self.monitor_subscribers, MONITOR_KINDS),
+            (self.monitor_dropped_total, MONITOR_KINDS),
+            (self.observer_errors_total, OBSERVER_NAMES),
+        )
+        for metric, values in one_label:
+            for value in values:
+                metric.labels(value)
+        by_leg_and_direction = (
+            self.audio_frames_total,
+            self.audio_frames_dropped_total,
+            self.rtp_jitter_seconds,
+            self.rtp_packets_received_total,
+            self.rtp_packets_lost_total,
+        )
+        for metric in by_leg_and_direction:
+            for leg in LEGS:
+                for direction in MEDIA_DIRECTIONS:
+                    metric.labels(leg, direction)
+        self._initialise_pairs()
+
+    def _initialise_pairs(self) -> None:
+        for kind in CLIENT_EVENT_TYPES:
+            self.datachannel_events_total.labels(kind, "client")
+        for kind in SERVER_EVENT_TYPES:
+            self.datachannel_events_total.labels(kind, "server")
+        for direction in EVENT_DIRECTIONS:
+            self.datachannel_events_total.labels(OTHER, direction)
+        for event in WEBHOOK_EVENTS:
+            for reason in WEBHOOK_FAILURE_REASONS:
+                self.webhook_failures_total.labels(event, reason)

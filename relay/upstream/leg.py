@@ -1,0 +1,140 @@
+"""The relay's own WebRTC leg to OpenAI: caller audio out, agent audio in, events.
+
+One :class:`UpstreamLeg` per upstream session. It owns its peer connection; the call
+owns the leg and closes it (idempotent, awaited)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcconfiguration import RTCBundlePolicy
+
+from .. import aiortc_patches
+from ..errors import UpstreamError, UpstreamTimeout
+from ..events import EventBridge
+from ..media.downlink import AgentAudio
+from ..media.tracks import UplinkTrack
+from .openai import OpenAIConnector
+
+logger = logging.getLogger(__name__)
+
+HANGUP_TIMEOUT_SECS = 2.0
+SDP_ERRORS = (ValueError, AssertionError, KeyError, IndexError)
+
+
+class UpstreamLeg:
+    """A WebRTC session with OpenAI (or its emulator) for one call."""
+
+    def __init__(
+        self,
+        *,
+        connector: OpenAIConnector,
+        ice_addresses: tuple[str, ...],
+        ice_timeout_secs: float,
+        on_ended: Callable[[str], None],
+        on_agent_track: Callable[[MediaStreamTrack], None],
+    ) -> None:
+        self._connector = connector
+        self._ice_addresses = ice_addresses
+        self._ice_timeout = ice_timeout_secs
+        self._on_ended = on_ended
+        self._on_agent_track = on_agent_track
+        self.pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+        self.call_id: str | None = None
+        self._connected = asyncio.Event()
+        self.active = False
+
+    async def open(
+        self,
+        session: dict[str, Any],
+        model: str,
+        *,
+        uplink: UplinkTrack,
+        agent_audio: AgentAudio,
+        bridge: EventBridge,
+        decode_agent: bool,
+    ) -> float:
+        """Mint a key, offer, connect; returns the seconds it took."""
+        started = time.monotonic()
+        pc = self.pc
+        transceiver = pc.addTransceiver(uplink, direction="sendrecv")
+        pc.on("track", self._on_agent_track)
+        pc.on("connectionstatechange", self._on_state)
+        channel = pc.createDataChannel("oai-events")
+        bridge.attach_upstream(channel)
+        channel.on("close", lambda: self._ended("upstream_session_ended"))
+        aiortc_patches.adopt(pc, self._ice_addresses)
+        agent_buffer = aiortc_patches.audio_buffer_of(transceiver.receiver)
+        agent_buffer.packet_sink = agent_audio.on_packet
+        agent_buffer.decode = decode_agent
+        key = await self._offer_while_minting(session)
+        upstream = await self._connector.create_call(pc.localDescription.sdp, key, model)
+        self.call_id = upstream.call_id
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(upstream.answer_sdp, "answer"))
+        except SDP_ERRORS as exc:
+            raise UpstreamError(f"OpenAI's SDP answer could not be used: {exc}") from None
+        await self._wait_connected()
+        self.active = True
+        return time.monotonic() - started
+
+    async def _offer_while_minting(self, session: dict[str, Any]) -> str:
+        """Minting the key and gathering ICE candidates overlap."""
+        mint = asyncio.ensure_future(self._connector.mint_ephemeral_key(session))
+        try:
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+            key, _expires_at = await mint
+            return key
+        finally:
+            if not mint.done():
+                mint.cancel()
+                with contextlib.suppress(BaseException):
+                    await mint
+
+    async def _wait_connected(self) -> None:
+        try:
+            await asyncio.wait_for(self._connected.wait(), self._ice_timeout)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                "The media connection to OpenAI did not come up in time."
+            ) from None
+        if self.pc.connectionState != "connected":
+            raise UpstreamError("The media connection to OpenAI failed.")
+
+    def _on_state(self) -> None:
+        state = self.pc.connectionState
+        if state in ("connected", "failed", "closed"):
+            self._connected.set()
+        if state in ("failed", "closed"):
+            self._ended(f"upstream_{state}")
+
+    def _ended(self, outcome: str) -> None:
+        if self.active:
+            self._on_ended(outcome)
+
+    def decode_agent(self, wanted: bool) -> None:
+        """Decode agent audio (for observers) only while someone wants it."""
+        for transceiver in self.pc.getTransceivers():
+            aiortc_patches.audio_buffer_of(transceiver.receiver).decode = wanted
+
+    async def answers(self, timeout_secs: float) -> bool:
+        """Whether OpenAI's side still answers a connectivity check."""
+        return await aiortc_patches.ice_peer_answers(self.pc, timeout_secs)
+
+    async def close(self, *, hangup: bool) -> None:
+        """Close the peer connection and (briefly) tell OpenAI. Idempotent."""
+        was_active, self.active = self.active, False
+        await self.pc.close()
+        if hangup and was_active and self.call_id:
+            try:
+                await asyncio.wait_for(self._connector.hangup(self.call_id), HANGUP_TIMEOUT_SECS)
+            except TimeoutError:
+                logger.info("OpenAI's hangup of %s did not answer in time", self.call_id)

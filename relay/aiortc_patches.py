@@ -15,8 +15,10 @@ What is patched, and why (details in the README's "aiortc workarounds"):
 * **Consent checks with USE-CANDIDATE.** OpenAI's ICE-lite media servers have been seen
   to stop answering consent checks that lack USE-CANDIDATE (libwebrtc sends it), which
   kills calls after ~30 s. A controlling agent now nominates on every consent check.
-* **Host addresses.** aioice skips 127.0.0.1 and gathers on every interface; the
-  ``ice_addresses`` setting restricts gathering to the given addresses.
+* **Gathering** (:mod:`relay.ice`). aioice skips 127.0.0.1, gathers on every interface
+  on ephemeral ports and knows no public address nor ICE-TCP; an :class:`IcePlan`
+  sets the host addresses, a UDP port range, announced addresses, and a passive
+  ICE-TCP candidate on the page's port.
 
 Nothing is patched process-wide: :func:`adopt` changes one peer connection's own
 receivers and ICE connections, after they exist and before they gather or receive.
@@ -30,8 +32,9 @@ import asyncio
 import functools
 import logging
 import random
+import secrets
 import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 import aioice.ice
 from aioice import stun
@@ -40,7 +43,12 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_gt
 
+from .ice.gather import IcePlan, gather
+
 logger = logging.getLogger(__name__)
+
+#: Gather as aioice does (every interface but loopback, ephemeral ports).
+DEFAULT_PLAN = IcePlan()
 
 PacketSink = Callable[[bytes, int], None]
 """Receives (Opus payload, RTP timestamp) of each in-order packet."""
@@ -110,24 +118,11 @@ async def consent_checks(self: aioice.ice.Connection) -> None:
                 return
 
 
-async def _gather_on(self: aioice.ice.Connection, addresses: tuple[str, ...]) -> None:
-    """``Connection.gather_candidates`` on exactly ``addresses`` (host candidates only:
-    the relay's peer connections have no STUN or TURN server)."""
-    if self._local_candidates_start:
-        return
-    self._local_candidates_start = True
-    usable = [a for a in addresses if (self._use_ipv6 if ":" in a else self._use_ipv4)]
-    for component in self._components:
-        self._local_candidates += await self.get_component_candidates(
-            component=component, addresses=usable
-        )
-    self._local_candidates_end = True
-
-
-def adopt(pc: RTCPeerConnection, ice_addresses: Sequence[str] = ()) -> None:
+def adopt(pc: RTCPeerConnection, plan: IcePlan = DEFAULT_PLAN) -> None:
     """Apply the relay's workarounds to ``pc``: pass-through buffers on its audio
-    receivers, USE-CANDIDATE consent checks and (if given) fixed host addresses on its
-    ICE connections. Call it once its transceivers and data channel exist (after
+    receivers, USE-CANDIDATE consent checks, and gathering per ``plan`` (fixed host
+    addresses, a UDP port range, announced addresses, a passive ICE-TCP candidate; see
+    :mod:`relay.ice`). Call it once its transceivers and data channel exist (after
     ``setRemoteDescription`` for an answerer, after ``addTransceiver`` and
     ``createDataChannel`` for an offerer) and before ``setLocalDescription``."""
     for transceiver in pc.getTransceivers():
@@ -137,9 +132,10 @@ def adopt(pc: RTCPeerConnection, ice_addresses: Sequence[str] = ()) -> None:
             receiver._RTCRtpReceiver__jitter_buffer = PassThroughAudioBuffer()  # type: ignore[attr-defined]
     for connection in ice_connections(pc):
         connection.query_consent = types.MethodType(consent_checks, connection)  # type: ignore[method-assign]
-        if ice_addresses:
-            gather = functools.partial(_gather_on, connection, tuple(ice_addresses))
-            connection.gather_candidates = gather  # type: ignore[method-assign]
+        if plan.ufrag_prefix:
+            connection._local_username = plan.ufrag_prefix + secrets.token_hex(4)
+        if plan != DEFAULT_PLAN:
+            connection.gather_candidates = functools.partial(gather, connection, plan)  # type: ignore[method-assign]
 
 
 def late_audio_packets(pc: RTCPeerConnection) -> int:

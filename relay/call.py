@@ -30,6 +30,7 @@ from .caller.webrtc import WebRtcCallerLeg
 from .config import Settings
 from .errors import RelayError, UpstreamError
 from .events import EventBridge, error_event, transcript_entry
+from .ice.gather import IceSetup
 from .media.denoise import Denoiser
 from .media.downlink import AgentAudio
 from .media.tracks import PacketForwardTrack, UplinkTrack
@@ -87,6 +88,7 @@ class Call:
         *,
         settings: Settings,
         connector: OpenAIConnector,
+        ice: IceSetup,
         denoiser: Denoiser,
         taps: CallTaps,
         on_closed: Callable[[Call], None],
@@ -103,10 +105,10 @@ class Call:
         self.model = ""
         self.timings = CallTimings()
         self.transcripts: list[TranscriptEntry] = []
-        self.caller = WebRtcCallerLeg(ice_addresses=settings.ice_addresses, on_ended=self._end_soon)
+        self.caller = WebRtcCallerLeg(ice.caller_plan(), on_ended=self._end_soon)
         self.upstream = UpstreamLeg(
             connector=connector,
-            ice_addresses=settings.ice_addresses,
+            ice=ice.upstream_plan(),
             ice_timeout_secs=settings.ice_timeout_secs,
             on_ended=self._end_soon,
             on_agent_track=self._on_agent_track,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import ipaddress
 import logging
@@ -21,6 +22,7 @@ from .config import (
     RecordingPolicy,
     Secret,
     Settings,
+    check,
 )
 
 logger = logging.getLogger("relay")
@@ -179,6 +181,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 
 def _serve(settings: Settings) -> None:
+    problems = check(settings)
+    if problems:
+        raise SystemExit("; ".join(problems))
     from .embedded import build_app
 
     if settings.open_mode:
@@ -200,10 +205,11 @@ def _serve(settings: Settings) -> None:
 
         serve_sharded(settings, workers, logging.getLogger().level)
         return
-    app = build_app(settings)
-    # aiohttp handles SIGINT/SIGTERM: on_shutdown closes every call within
-    # shutdown_timeout_secs, then cleanup contexts run.
-    _run(app, settings.host, settings.port, settings.shutdown_timeout_secs + 5)
+    from .serving import serve
+
+    # SIGINT/SIGTERM: on_shutdown closes every call within shutdown_timeout_secs, then
+    # cleanup contexts run.
+    asyncio.run(serve(build_app(settings), settings))
 
 
 def _emulator(settings: EmulatorSettings) -> None:

@@ -107,6 +107,42 @@ class Settings:
         "comma-separated host addresses the relay (and the emulator) gather ICE candidates on",
         shown="all interfaces",
     )
+    ice_public_addresses: tuple[str, ...] = setting(
+        (),
+        "RELAY_ICE_PUBLIC_ADDRESSES",
+        "addresses announced in the relay's candidates instead of the bound ones (a relay "
+        "behind 1:1 NAT): one for all, or one per `RELAY_ICE_ADDRESSES` entry",
+    )
+    udp_ports: str = setting(
+        "",
+        "RELAY_UDP_PORTS",
+        "inclusive UDP port range for media, `min-max` (firewalls, Kubernetes); empty: "
+        "ephemeral ports",
+        shown="any",
+    )
+    ice_tcp: bool = setting(
+        True,
+        "RELAY_ICE_TCP",
+        "offer a passive ICE-TCP candidate on the listen port, so a browser that can reach "
+        "only that port makes a call (UDP stays preferred where it works)",
+    )
+    ice_tcp_public_port: int = setting(
+        0,
+        "RELAY_ICE_TCP_PUBLIC_PORT",
+        "the port announced in the ICE-TCP candidate when a load balancer or NAT maps another "
+        "one (e.g. 443) to the listen port",
+        shown="the listen port",
+    )
+    tls_cert: str = setting(
+        "",
+        "RELAY_TLS_CERT",
+        "PEM certificate chain: serve HTTPS (page, API, WebSockets) on the listen port",
+        flag="--tls-cert",
+        shown="unset",
+    )
+    tls_key: str = setting(
+        "", "RELAY_TLS_KEY", "PEM private key of `RELAY_TLS_CERT`", flag="--tls-key", shown="unset"
+    )
     noise_suppression: NoiseSuppression = setting(
         "webrtc",
         "RELAY_NOISE_SUPPRESSION",
@@ -207,3 +243,24 @@ class Settings:
     @property
     def embedded_emulator(self) -> bool:
         return self.openai_api_key is None
+
+    @property
+    def udp_port_range(self) -> tuple[int, int] | None:
+        """``udp_ports`` as ``(low, high)``; :func:`check` has refused a bad one."""
+        if not self.udp_ports:
+            return None
+        low, high = (int(p) for p in self.udp_ports.split("-", 1))
+        return low, high
+
+
+def check(settings: Settings) -> list[str]:
+    """What is wrong with ``settings`` that types alone do not catch (empty: nothing)."""
+    problems = []
+    if settings.udp_ports:
+        parts = settings.udp_ports.split("-", 1)
+        ok = len(parts) == 2 and all(p.strip().isdigit() for p in parts)
+        if not ok or not 1024 <= int(parts[0]) <= int(parts[1]) <= 65535:
+            problems.append("RELAY_UDP_PORTS must be `min-max` within 1024-65535")
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        problems.append("RELAY_TLS_CERT and RELAY_TLS_KEY go together")
+    return problems

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from .call import Call, new_call_id
 from .config import Settings
 from .errors import Overloaded
+from .ice.gather import IceSetup
 from .media.denoise import make_denoiser
 from .taps import CallObserver, CallView, TapBus
 from .upstream.openai import OpenAIConnector
@@ -67,13 +68,18 @@ class CallRegistry:
         return self.loop_lag_secs is not None and self.loop_lag_secs() > self._max_lag
 
     def new_call(
-        self, settings: Settings, connector: OpenAIConnector, call_id: str | None = None
+        self,
+        settings: Settings,
+        connector: OpenAIConnector,
+        ice: IceSetup,
+        call_id: str | None = None,
     ) -> Call:
         """Admit, build and register a call (its observers are the bus's, guarded)."""
         self.admit()
         call = Call(
             settings=settings,
             connector=connector,
+            ice=ice,
             denoiser=make_denoiser(settings.noise_suppression),
             taps=self.taps.for_call(call_id or new_call_id()),
             on_closed=self.discard,

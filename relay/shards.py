@@ -71,6 +71,20 @@ class ShardLayout:
     def socket_path(self, index: int) -> str:
         return str(Path(self.socket_dir) / f"shard-{index}.sock")
 
+    def media_socket_path(self, index: int) -> str:
+        """Where shard ``index`` takes ICE-TCP connections accepted by a sibling."""
+        return str(Path(self.socket_dir) / f"media-{index}.sock")
+
+    @property
+    def ufrag_prefix(self) -> str:
+        """ICE ufrags of this shard's calls start with this (ICE-TCP finds its owner)."""
+        return f"s{self.index}x" if self.sharded else ""
+
+    def ufrag_owner(self, ufrag: str) -> int | None:
+        match = _UFRAG.match(ufrag)
+        owner = int(match.group(1)) if match else None
+        return owner if owner is not None and owner < self.count else None
+
     @property
     def sharded(self) -> bool:
         return self.count > 1
@@ -93,6 +107,7 @@ class ShardLayout:
         return secrets.token_hex(16)
 
 
+_UFRAG = re.compile(r"s(\d{1,3})x")
 SINGLE = ShardLayout(index=0, count=1, socket_dir="", token="")
 
 

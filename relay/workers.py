@@ -84,20 +84,10 @@ def run_shard(settings: Settings, layout: ShardLayout, log_level: int) -> None:
 
 async def _shard_main(settings: Settings, layout: ShardLayout) -> None:
     from .embedded import build_app
+    from .serving import serve
 
-    app = build_app(settings, shard=layout)
-    runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_secs
-    )
-    await runner.setup()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await web.TCPSite(runner, settings.host, settings.port, reuse_port=True).start()
+    async def unix_site(runner: web.AppRunner) -> None:
         await web.UnixSite(runner, layout.socket_path(layout.index)).start()
         logger.info("shard %d of %d ready", layout.index, layout.count)
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+
+    await serve(build_app(settings, shard=layout), settings, reuse_port=True, extra_sites=unix_site)

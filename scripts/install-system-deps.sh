@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the tests need: Chromium (browser tests), espeak-ng + sox (real
-# speech), coturn (TURN tests), promtool (alert rules). Installs only what is missing.
+# speech), coturn (TURN tests), promtool (alert rules), nftables and iproute2 (the
+# network profiles the tests build in namespaces). Installs only what is missing.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null || need+=(chromium)
@@ -10,6 +11,8 @@ command -v turnserver >/dev/null || need+=(coturn)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v ip >/dev/null || need+=(iproute2)
+command -v nft >/dev/null || need+=(nftables)
+command -v tc >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

@@ -78,3 +78,52 @@ async def start_relay() -> AsyncIterator[RelayFactory]:
 @pytest.fixture
 async def relay(start_relay: RelayFactory) -> RelayUnderTest:
     return await start_relay()
+
+
+@dataclass
+class ServedRelay:
+    """A relay on a real listener (its one port: HTTP or HTTPS, and ICE-TCP media)."""
+
+    runner: web.AppRunner
+    base: str
+    http: aiohttp.ClientSession
+
+    @property
+    def app(self) -> web.Application:
+        return self.runner.app
+
+    @property
+    def registry(self) -> Any:
+        return self.app[REGISTRY]
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+
+ServeRelay = Callable[..., Coroutine[Any, Any, ServedRelay]]
+
+
+@pytest.fixture
+async def serve_relay() -> AsyncIterator[ServeRelay]:
+    """``await serve_relay(host=..., port=..., tls_cert=...)``: the relay as
+    ``realtime-relay serve`` runs it (relay.serving), on the given address."""
+    from relay.serving import start_site
+
+    served: list[ServedRelay] = []
+
+    async def start(**overrides: Any) -> ServedRelay:
+        settings = replace(BASE_SETTINGS, **overrides)
+        runner = web.AppRunner(build_app(settings), handle_signals=False, shutdown_timeout=5)
+        await runner.setup()
+        site = await start_site(runner, settings)
+        scheme = "https" if settings.tls_cert else "http"
+        relay = ServedRelay(
+            runner, f"{scheme}://{settings.host}:{site.port}", aiohttp.ClientSession()
+        )
+        served.append(relay)
+        return relay
+
+    yield start
+    for relay in served:
+        await relay.http.close()
+        await relay.runner.cleanup()

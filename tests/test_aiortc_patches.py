@@ -14,6 +14,7 @@ from support import PacedAudioSource
 
 from relay import aiortc_patches
 from relay.aiortc_patches import PassThroughAudioBuffer
+from relay.ice.gather import IcePlan
 
 
 def rtp(seq: int, ts: int, payload: bytes = b"x") -> RtpPacket:
@@ -52,7 +53,7 @@ async def test_adopt_changes_only_the_adopted_peer_connection() -> None:
         for pc in (adopted, stock):
             pc.addTransceiver("audio")
             pc.createDataChannel("oai-events")
-        aiortc_patches.adopt(adopted, ["127.0.0.1"])
+        aiortc_patches.adopt(adopted, IcePlan(host_addresses=("127.0.0.1",)))
         receiver = adopted.getTransceivers()[0].receiver
         assert isinstance(aiortc_patches.audio_buffer_of(receiver), PassThroughAudioBuffer)
         with pytest.raises(RuntimeError):

@@ -38,7 +38,7 @@ def test_environment_reaches_every_setting() -> None:
         env[meta["env"]] = {
             "int": "7",
             "float": "2.5",
-            "bool": "1",
+            "bool": "0" if setting.default else "1",
             "Secret | None": "s3cret",
             "tuple[str, ...]": "a,b",
             "Dialect": "beta",

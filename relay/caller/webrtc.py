@@ -14,6 +14,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from .. import aiortc_patches
 from ..errors import InvalidOffer
 from ..events import EventBridge
+from ..ice.gather import IcePlan
 from ..media.tracks import PacketForwardTrack
 from ..media.uplink import CallerAudio
 from ..upstream.leg import SDP_ERRORS
@@ -22,13 +23,8 @@ from ..upstream.leg import SDP_ERRORS
 class WebRtcCallerLeg:
     """The browser's peer connection, answered by the relay."""
 
-    def __init__(
-        self,
-        *,
-        ice_addresses: tuple[str, ...],
-        on_ended: Callable[[str], None],
-    ) -> None:
-        self._ice_addresses = ice_addresses
+    def __init__(self, ice: IcePlan, *, on_ended: Callable[[str], None]) -> None:
+        self._ice = ice
         self._on_ended = on_ended
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._readers: set[asyncio.Task[None]] = set()
@@ -43,7 +39,7 @@ class WebRtcCallerLeg:
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
         except SDP_ERRORS as exc:
             raise InvalidOffer(f"Invalid SDP offer: {exc}", param="sdp") from None
-        aiortc_patches.adopt(pc, self._ice_addresses)
+        aiortc_patches.adopt(pc, self._ice)
         first = True
         for transceiver in pc.getTransceivers():
             if transceiver.kind != "audio":

@@ -12,6 +12,9 @@ from aiohttp import web
 
 from ..auth import ClientSecretStore
 from ..config import Secret, Settings
+from ..ice.gather import IceSetup
+from ..ice.handoff import MediaHandoff
+from ..ice.tcp import IceTcpMux
 from ..ops.components import DEFAULT_WEB_ROOT, build_ops
 from ..registry import CallRegistry
 from ..shards import SINGLE, ShardClient, ShardLayout
@@ -25,6 +28,8 @@ from .state import (
     CLIENT_SECRETS,
     CONNECTOR,
     HTTP_CLIENT,
+    ICE,
+    MEDIA_HANDOFF,
     METRICS,
     REGISTRY,
     SETTINGS,
@@ -68,6 +73,13 @@ def create_app(
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_sdp_bytes * 2)
     bound_slow_clients(app)
     app[SETTINGS] = settings
+    app[ICE] = IceSetup(
+        host_addresses=settings.ice_addresses,
+        public_addresses=settings.ice_public_addresses,
+        udp_ports=settings.udp_port_range,
+        mux=IceTcpMux() if settings.ice_tcp else None,
+        ufrag_prefix=shard.ufrag_prefix,
+    )
     app[UPSTREAM] = upstream
     app[REGISTRY] = CallRegistry(
         settings.max_calls, max_loop_lag_secs=settings.max_loop_lag_ms / 1000
@@ -80,6 +92,8 @@ def create_app(
     app.cleanup_ctx.append(_upstream)
     app.cleanup_ctx.append(_shard_client)
     app.cleanup_ctx.append(_calls)
+    if shard.sharded and settings.ice_tcp:
+        app.cleanup_ctx.append(_media_handoff)
     app.on_shutdown.append(_close_calls)
     setup_realtime_routes(app)
     setup_shard_routes(app)
@@ -127,6 +141,19 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
         timeout_secs=settings.upstream_timeout_secs,
     )
     yield
+
+
+async def _media_handoff(app: web.Application) -> AsyncIterator[None]:
+    """ICE-TCP connections another shard accepted for this shard's calls, and back."""
+    layout, mux = app[SHARD], app[ICE].mux
+    assert mux is not None
+    handoff = MediaHandoff(layout.index, layout.media_socket_path, layout.ufrag_owner, mux)
+    handoff.start()
+    app[MEDIA_HANDOFF] = handoff
+    try:
+        yield
+    finally:
+        await handoff.close()
 
 
 async def _calls(app: web.Application) -> AsyncIterator[None]:

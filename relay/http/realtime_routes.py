@@ -15,7 +15,7 @@ from ..call import CallRequest
 from ..errors import InvalidRequest, NotFound, PayloadTooLarge, Unauthorized
 from ..sdp import validate_offer
 from ..upstream.session_config import complete_session, merge_sessions
-from .state import CLIENT_SECRETS, CONNECTOR, REGISTRY, SETTINGS, SHARD, SHARD_CLIENT
+from .state import CLIENT_SECRETS, CONNECTOR, ICE, REGISTRY, SETTINGS, SHARD, SHARD_CLIENT
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ async def create_call(request: web.Request) -> web.Response:
     session = complete_session(session, settings.openai_model)
     layout = app[SHARD]
     call = app[REGISTRY].new_call(
-        settings, app[CONNECTOR], layout.new_call_id() if layout.sharded else None
+        settings, app[CONNECTOR], app[ICE], layout.new_call_id() if layout.sharded else None
     )
     app[CALL_OWNERS].opened(call, caller)
     call_request = CallRequest(

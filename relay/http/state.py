@@ -7,6 +7,8 @@ from aiohttp import web
 
 from ..auth import ClientSecretStore
 from ..config import Settings
+from ..ice.gather import IceSetup
+from ..ice.handoff import MediaHandoff
 from ..ops.metrics import RelayMetrics
 from ..registry import CallRegistry
 from ..shards import ShardClient, ShardLayout
@@ -20,3 +22,7 @@ CONNECTOR = web.AppKey("connector", OpenAIConnector)
 SHARD = web.AppKey("shard", ShardLayout)
 METRICS = web.AppKey("metrics", RelayMetrics)
 SHARD_CLIENT = web.AppKey("shard_client", ShardClient)
+#: The process's ICE choices and ICE-TCP mux (the listener sets the TCP port).
+ICE = web.AppKey("ice", IceSetup)
+#: Passes ICE-TCP connections between shards (``serve --workers N`` only).
+MEDIA_HANDOFF = web.AppKey("media_handoff", MediaHandoff)

@@ -18,6 +18,7 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from .. import aiortc_patches
 from ..errors import UpstreamError, UpstreamTimeout
 from ..events import EventBridge
+from ..ice.gather import IcePlan
 from ..media.downlink import AgentAudio
 from ..media.tracks import UplinkTrack
 from .openai import OpenAIConnector
@@ -35,13 +36,13 @@ class UpstreamLeg:
         self,
         *,
         connector: OpenAIConnector,
-        ice_addresses: tuple[str, ...],
+        ice: IcePlan,
         ice_timeout_secs: float,
         on_ended: Callable[[str], None],
         on_agent_track: Callable[[MediaStreamTrack], None],
     ) -> None:
         self._connector = connector
-        self._ice_addresses = ice_addresses
+        self._ice = ice
         self._ice_timeout = ice_timeout_secs
         self._on_ended = on_ended
         self._on_agent_track = on_agent_track
@@ -71,7 +72,7 @@ class UpstreamLeg:
         channel = pc.createDataChannel("oai-events")
         bridge.attach_upstream(channel)
         channel.on("close", lambda: self._ended("upstream_session_ended"))
-        aiortc_patches.adopt(pc, self._ice_addresses)
+        aiortc_patches.adopt(pc, self._ice)
         agent_buffer = aiortc_patches.audio_buffer_of(transceiver.receiver)
         agent_buffer.packet_sink = agent_audio.on_packet
         agent_buffer.decode = decode_agent

@@ -70,6 +70,7 @@ async def launch(playwright: Any) -> AsyncIterator[Launch]:
         mic: str = "fake",
         permission: str = "grant",
         args: tuple[str, ...] = (),
+        executable: str | None = None,
     ) -> Any:
         flags = list(BASE_ARGS)
         if mic == "fake":
@@ -83,7 +84,7 @@ async def launch(playwright: Any) -> AsyncIterator[Launch]:
         )
         flags.extend(args)
         browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=flags
+            executable_path=executable or CHROMIUM, headless=True, args=flags
         )
         browsers.append(browser)
         return browser

@@ -26,7 +26,10 @@ window each sending end drops exactly one RTP packet (mid-silence) by skipping i
 its DTLS transport's ``_send_rtp``; the "after loss" columns use onsets sent after it.
 
 Variants: ``direct``; ``relay-off`` / ``relay-webrtc`` / ``relay-rnnoise``
-(``realtime-relay serve`` with ``RELAY_NOISE_SUPPRESSION``); ``stock`` /
+(``realtime-relay serve`` with ``RELAY_NOISE_SUPPRESSION``); ``relay-off-tcp`` /
+``relay-webrtc-tcp``: the same, with the caller's media over ICE-TCP only (an active
+candidate to the relay's passive one on its HTTP port, ``bench/ice_tcp_client.py``;
+the relay <-> probe leg stays UDP), so one run shows both transports; ``stock`` /
 ``stock-webrtc`` (``bench/stock_relay.py``: stock aiortc, MediaRelay forwarding).
 Everything is on 127.0.0.1, with no STUN/TURN server.
 """

@@ -34,6 +34,7 @@ from aiortc.rtp import is_rtcp
 from av import AudioFrame
 
 from bench.common import Pacing, drain, rtc_config
+from bench.ice_tcp_client import TcpLink, attach_tcp, tcp_only_offer
 from bench.tones import FRAME, PERIOD, RATE, THRESHOLD, OnsetReceiver, burst_period
 from relay import aiortc_patches
 
@@ -190,10 +191,16 @@ class _ToneEnd:
 
 
 class Caller(_ToneEnd):
-    """The browser's role: offers audio + ``oai-events``, sends bursts, decodes downlink."""
+    """The browser's role: offers audio + ``oai-events``, sends bursts, decodes downlink.
 
-    def __init__(self) -> None:
+    ``transport="tcp"``: its media reaches the relay only over ICE-TCP (an active
+    candidate to the relay's passive one on its HTTP port, :mod:`bench.ice_tcp_client`),
+    like a browser on a network that lets only TCP to the relay's port through."""
+
+    def __init__(self, transport: str = "udp") -> None:
         super().__init__("bench.ping")
+        self.transport = transport
+        self.tcp_link: TcpLink | None = None
         self.sender = self.pc.addTrack(self.source)
         self.dropper = PacketDropper(self.sender)
         self.dc.attach(self.pc.createDataChannel("oai-events"))
@@ -201,12 +208,20 @@ class Caller(_ToneEnd):
 
     async def connect(self, http: aiohttp.ClientSession, url: str) -> str:
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        offer = self.pc.localDescription.sdp
+        if self.transport == "tcp":
+            offer = tcp_only_offer(offer)
         headers = {"Content-Type": "application/sdp"}
-        async with http.post(url, data=self.pc.localDescription.sdp, headers=headers) as response:
+        async with http.post(url, data=offer, headers=headers) as response:
             body = await response.text()
             location = response.headers.get("Location", "")
             if response.status != 201:
                 raise VariantFailed(f"POST {url} -> HTTP {response.status}: {body.strip()[:800]}")
+        if self.transport == "tcp":
+            try:
+                body, self.tcp_link = await attach_tcp(self.pc, body)
+            except (OSError, TimeoutError) as exc:
+                raise VariantFailed(f"ICE-TCP to the relay: {exc!r}") from None
         await self.pc.setRemoteDescription(RTCSessionDescription(body, "answer"))
         return location
 

@@ -30,10 +30,12 @@ VARIANTS: dict[str, str] = {
     "relay-off": "realtime-relay, noise suppression off",
     "relay-webrtc": "realtime-relay, noise suppression webrtc",
     "relay-rnnoise": "realtime-relay, noise suppression rnnoise",
+    "relay-off-tcp": "realtime-relay, noise suppression off, caller over ICE-TCP",
+    "relay-webrtc-tcp": "realtime-relay, noise suppression webrtc, caller over ICE-TCP",
     "stock": "stock aiortc relay (default jitter buffer, MediaRelay)",
     "stock-webrtc": "stock aiortc relay + livekit APM NS",
 }
-DEFAULT_VARIANTS = ("direct", "relay-off", "relay-webrtc", "stock")
+DEFAULT_VARIANTS = ("direct", "relay-off", "relay-off-tcp", "relay-webrtc", "stock")
 
 
 # -- results -------------------------------------------------------------------------
@@ -128,7 +130,7 @@ def relay_process(variant: str, probe_url: str, logdir: Path) -> tuple[Proc, int
             RELAY_OPEN="1",
             RELAY_HOST="127.0.0.1",
             RELAY_PORT=str(port),
-            RELAY_NOISE_SUPPRESSION=variant.removeprefix("relay-"),
+            RELAY_NOISE_SUPPRESSION=variant.removeprefix("relay-").removesuffix("-tcp"),
         )
         script = Path(sys.executable).parent / "realtime-relay"  # the venv's console script
         argv = [str(script)] if script.exists() else [sys.executable, "-m", "relay.cli"]
@@ -205,7 +207,7 @@ class VariantRun:
 
     async def _connect(self, url: str) -> tuple[Caller, ProbeCall]:
         """The call, up to the first audio frame at both ends."""
-        self.caller = caller = Caller()
+        self.caller = caller = Caller(transport="tcp" if self.name.endswith("-tcp") else "udp")
         started = time.monotonic()
         await asyncio.wait_for(caller.connect(self.ctx.http, url), 30)
         self.result.setup_ms = (time.monotonic() - started) * 1000

@@ -5,7 +5,8 @@ the ``oai-events`` data channel, POSTs the offer (``application/sdp``) to
 ``/v1/realtime/calls`` and sends pre-encoded browser-like Opus, paced at 20 ms, through
 the lean path of :mod:`bench.load_lean` (downlink RTP packets are counted, not decoded).
 The probe caller instead uses aiortc's own path: a paced ``av.Packet`` track of tone
-bursts, and a decoding receiver that finds their onsets.
+bursts, and a decoding receiver that finds their onsets. With ``transport="tcp"`` a
+caller's media reaches the relay over ICE-TCP only (:mod:`bench.ice_tcp_client`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import aiohttp
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
 from bench.common import rtc_config
+from bench.ice_tcp_client import attach_tcp, tcp_only_offer
 from bench.load_lean import IdleTrack, Pump, RtpStream, audio_transceiver, count_incoming_rtp
 from bench.load_media import EncodedLoop, PacketCounter, PacketSource
 from bench.tones import OnsetReceiver
@@ -31,8 +33,11 @@ class CallFailed(Exception):
 
 
 class LoadCaller:
-    def __init__(self, loop: EncodedLoop, pump: Pump | None, probe: bool = False) -> None:
+    def __init__(
+        self, loop: EncodedLoop, pump: Pump | None, probe: bool = False, transport: str = "udp"
+    ) -> None:
         self.probe = probe
+        self.transport = transport
         self.pc = RTCPeerConnection(rtc_config())
         self.counter = PacketCounter()
         self.source: PacketSource | None = None
@@ -76,12 +81,15 @@ class LoadCaller:
     async def connect(self, http: aiohttp.ClientSession, url: str, timeout: float = 30) -> None:
         """Offer, POST, answer. ``setup_ms`` is POST sent -> 201 received."""
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        offer = self.pc.localDescription.sdp
+        if self.transport == "tcp":
+            offer = tcp_only_offer(offer)
         headers = {"Content-Type": "application/sdp"}
         started = time.monotonic()
         try:
             async with http.post(
                 url,
-                data=self.pc.localDescription.sdp,
+                data=offer,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as response:
@@ -92,6 +100,11 @@ class LoadCaller:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise CallFailed(f"POST {url}: {type(exc).__name__}: {exc}") from None
         self.setup_ms = (time.monotonic() - started) * 1000
+        if self.transport == "tcp":
+            try:
+                body, _ = await attach_tcp(self.pc, body)
+            except (OSError, TimeoutError) as exc:
+                raise CallFailed(f"ICE-TCP to the relay: {type(exc).__name__}: {exc}") from None
         await self.pc.setRemoteDescription(RTCSessionDescription(body, "answer"))
         if self.source is None and self._pump is not None:
             count_incoming_rtp(self.pc, self.counter.count)

@@ -31,6 +31,8 @@ class RelayCalls:
         self.h = harness
         self.opts = harness.opts
         self.name = name
+        #: How the callers' media reaches the relay: UDP, or ICE-TCP only (``-tcp``).
+        self.transport = "tcp" if name.endswith("-tcp") else "udp"
         self.result = result
         self.relay: Proc | None = None
         self.port = 0
@@ -56,7 +58,7 @@ class RelayCalls:
                 RELAY_OPEN="1",
                 RELAY_HOST="127.0.0.1",
                 RELAY_PORT=str(self.port),
-                RELAY_NOISE_SUPPRESSION=self.name.removeprefix("relay-"),
+                RELAY_NOISE_SUPPRESSION=self.name.removeprefix("relay-").removesuffix("-tcp"),
                 RELAY_WORKERS="1",
             )
             return [sys.executable, "-m", "bench.load_relayproc", "relay", "serve"], env
@@ -151,7 +153,9 @@ class RelayCalls:
 
     def new_callers(self, k: int) -> list[LoadCaller]:
         """``k`` bulk callers (not connected yet)."""
-        return [LoadCaller(self.h.caller_loop, self.h.pump) for _ in range(k)]
+        return [
+            LoadCaller(self.h.caller_loop, self.h.pump, transport=self.transport) for _ in range(k)
+        ]
 
     async def grow_to(self, n: int) -> None:
         """Bring the number of live calls (probes included) to ``n``."""
@@ -190,7 +194,7 @@ class RelayCalls:
         """One more probe call (set up alone, so the newest upstream probe is its)."""
         known = {probe_id for _, probe_id in self.probes}
         await self.h.post(f"{self.h.base_up}/bench/probe")
-        probe = LoadCaller(self.h.probe_loop, None, probe=True)
+        probe = LoadCaller(self.h.probe_loop, None, probe=True, transport=self.transport)
         errors = await self.connect([probe])
         if errors:
             raise CallFailed(f"a probe call failed: {errors[0]}")

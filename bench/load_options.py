@@ -15,8 +15,12 @@ VARIANTS: dict[str, str] = {
     "stock-webrtc": "stock aiortc relay (default jitter buffer, MediaRelay, PyAV "
     "resampling) + livekit APM NS per frame",
     "stock-off": "stock aiortc relay, no noise suppression",
+    "relay-webrtc-tcp": "realtime-relay, noise suppression webrtc, callers over ICE-TCP",
+    "relay-off-tcp": "realtime-relay, noise suppression off, callers over ICE-TCP",
 }
-DEFAULT_VARIANTS = tuple(VARIANTS)
+#: The ``-tcp`` variants (callers reach the relay over ICE-TCP only, on its HTTP port:
+#: bench/ice_tcp_client.py) are asked for by name.
+DEFAULT_VARIANTS = tuple(v for v in VARIANTS if not v.endswith("-tcp"))
 #: The relay under test runs on one core, the callers and the upstream on the other.
 RELAY_CORE, LOAD_CORE = 0, 1
 
@@ -63,7 +67,7 @@ def _add_point_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--variants",
         default=",".join(DEFAULT_VARIANTS),
-        help=f"comma-separated from {', '.join(VARIANTS)}",
+        help=f"comma-separated from {', '.join(VARIANTS)} (default: all but the -tcp ones)",
     )
     parser.add_argument(
         "--calls", default="auto", help="N values, e.g. 1,4,8,16 (default: a ramp to saturation)"

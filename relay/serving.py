@@ -1,5 +1,7 @@
 """Serving the relay app on its one port (HTTP or HTTPS, and ICE-TCP media), until
-SIGTERM/SIGINT; then calls close (on_shutdown) and app resources are released.
+SIGTERM/SIGINT; then the relay drains (new calls refused, running ones may end on their
+own for up to ``RELAY_DRAIN_TIMEOUT_SECS``; a second signal cuts that short), the
+calls left close (on_shutdown) and app resources are released.
 
 Used by ``realtime-relay serve`` in one process and by each shard of ``--workers N``."""
 
@@ -14,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from .config import Settings
-from .http.state import ICE, MEDIA_HANDOFF
+from .http.state import ICE, MEDIA_HANDOFF, REGISTRY
 from .ice.demux import SharedPortSite
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,27 @@ async def serve(
             await extra_sites(runner)
         logger.info("serving on %s", site.name)
         await stop.wait()
+        await _drain(app, settings, stop)
         logger.info("stopping: closing calls (up to %.0f s)", settings.shutdown_timeout_secs)
     finally:
         await runner.cleanup()
+
+
+async def _drain(app: web.Application, settings: Settings, stop: asyncio.Event) -> None:
+    """Refuse new calls and wait for the running ones to end, up to the drain bound
+    (the same drain as ``POST /admin/drain``'s, if one runs); a second signal stops
+    waiting. The HTTP server stays up meanwhile: hangups and monitoring still work."""
+    stop.clear()
+    drain = app[REGISTRY].start_drain(settings.drain_timeout_secs, settings.shutdown_timeout_secs)
+    if drain.done():
+        return
+    logger.info(
+        "stopping: draining %d call(s) for up to %.0f s (signal again to end them now)",
+        len(app[REGISTRY]),
+        settings.drain_timeout_secs,
+    )
+    again = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([drain, again], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        again.cancel()

@@ -43,6 +43,7 @@ _CALL_ROUTE = re.compile(
     r"/(?P<prefix>v1/realtime/calls|api/calls)/(?P<call_id>rtc_s(?P<shard>\d{1,3})_[0-9a-f]{32})"
     r"(?P<suffix>/[a-z]{1,32})?"
 )
+_CALL_ID = re.compile(r"rtc_s(?P<shard>\d{1,3})_[0-9a-f]{32}")
 _SECRET = re.compile(r"ek_(?P<shard>[0-9a-f]{2})[0-9a-f]{30}")
 _HOP_HEADERS = {
     "connection",
@@ -119,9 +120,13 @@ class CallRoute:
     path: str
 
 
-def call_route(raw_path: str) -> CallRoute | None:
+def call_route(raw_path: str, query_call_id: str = "") -> CallRoute | None:
     """The owner and rebuilt path of a request path (raw, as received) that is exactly a
-    call route; ``None`` for any other path, which is then never forwarded."""
+    call route; ``None`` for any other path, which is then never forwarded. OpenAI's
+    sideband names its call in the query (``/v1/realtime?call_id=``)."""
+    if raw_path == "/v1/realtime" and query_call_id:
+        by_query = _CALL_ID.fullmatch(query_call_id)
+        return CallRoute(int(by_query.group("shard")), "/v1/realtime") if by_query else None
     match = _CALL_ROUTE.fullmatch(raw_path)
     if match is None:
         return None

@@ -29,7 +29,7 @@ async def shard_middleware(request: web.Request, handler: Handler) -> web.Stream
     layout = request.app[SHARD]
     if not layout.sharded or is_internal(request, layout):
         return await handler(request)
-    route = call_route(request.rel_url.raw_path)
+    route = call_route(request.rel_url.raw_path, request.rel_url.query.get("call_id", ""))
     if route is not None and route.owner != layout.index and route.owner < layout.count:
         response = await enveloped(request, lambda r: _forward(r, route))
     elif request.method == "GET" and request.path in GATHERED:

@@ -6,7 +6,8 @@ connection apart by its first bytes, which it only peeks at (``MSG_PEEK``), so t
 chosen handler reads the stream from its very first byte:
 
 * a TLS ClientHello (``0x16 0x03``): HTTPS, handed to aiohttp with the TLS context;
-* an HTTP method: plain HTTP, handed to aiohttp;
+* an HTTP method: plain HTTP, handed to aiohttp (on an HTTPS port: a redirect to
+  HTTPS, so no token travels in clear);
 * an RFC 4571 frame holding a STUN binding request (length, then a STUN header with
   the magic cookie): ICE-TCP media, handed to the call's ICE agent (:mod:`.tcp`), or
   to the shard that owns it (``route``);
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import ssl
 from collections.abc import Callable
@@ -34,6 +36,7 @@ Kind = Literal["tls", "http", "ice", "unknown"]
 PEEK_BYTES = 512
 FIRST_BYTES_SECS = 10.0
 _POLL_SECS = 0.02
+_MAX_POLL_SECS = 0.25
 _STUN_COOKIE = b"\x21\x12\xa4\x42"
 _METHODS = (
     b"GET ",
@@ -153,6 +156,9 @@ class SharedPortSite(web.BaseSite):
         assert server is not None
         if kind == "tls" and self._ssl_context is not None:
             await loop.connect_accepted_socket(server, conn, ssl=self._ssl_context)
+        elif kind == "http" and self._ssl_context is not None:
+            # Tokens must not travel in clear on an HTTPS port: send the client there.
+            await loop.connect_accepted_socket(_HttpsRedirect, conn)
         elif kind == "http":
             await loop.connect_accepted_socket(server, conn)
         elif kind == "ice" and self._mux is not None:
@@ -169,6 +175,37 @@ class SharedPortSite(web.BaseSite):
             return self._route(conn, ufrag)
         await asyncio.get_running_loop().connect_accepted_socket(self._mux.stream, conn)
         return True
+
+
+class _HttpsRedirect(asyncio.Protocol):
+    """Plain HTTP on an HTTPS port: a 308 to the same URL over HTTPS, then close (the
+    request is never handed to the app, so no credential it carries is used)."""
+
+    MAX_HEAD = 8192
+    _SAFE = re.compile(rb"[A-Za-z0-9.:\[\]-]{1,255}")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if b"\r\n\r\n" not in self._buffer and len(self._buffer) < self.MAX_HEAD:
+            return
+        assert self._transport is not None
+        lines = self._buffer.split(b"\r\n")
+        parts = lines[0].split(b" ")
+        path = parts[1] if len(parts) == 3 and parts[1].startswith(b"/") else b"/"
+        host = next((ln[5:].strip() for ln in lines[1:] if ln[:5].lower() == b"host:"), b"")
+        if self._SAFE.fullmatch(host) and all(33 <= c < 127 for c in path):
+            head = b"HTTP/1.1 308 Permanent Redirect\r\nLocation: https://%s%s\r\n" % (host, path)
+        else:
+            head = b"HTTP/1.1 400 Bad Request\r\n"
+        self._transport.write(head + b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+        self._transport.close()
 
 
 def _listen(host: str, port: int, reuse_port: bool, backlog: int) -> socket.socket:
@@ -192,8 +229,10 @@ async def _peek_kind(conn: socket.socket, timeout_secs: float) -> tuple[Kind | N
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_secs
     head = b""
+    poll = _POLL_SECS
     while loop.time() < deadline:
         await _readable(conn, deadline - loop.time())
+        seen = len(head)
         with contextlib.suppress(BlockingIOError, InterruptedError):
             head = conn.recv(PEEK_BYTES, socket.MSG_PEEK)
             if not head:
@@ -201,7 +240,11 @@ async def _peek_kind(conn: socket.socket, timeout_secs: float) -> tuple[Kind | N
         kind = classify(head)
         if kind is not None and (kind != "ice" or _whole_first_frame(head)):
             return kind, head
-        await asyncio.sleep(_POLL_SECS)  # more bytes are on their way (or never come)
+        # More bytes are on their way (or never come). The peeked bytes keep the socket
+        # readable, so this polls: backing off while nothing new arrives keeps many
+        # stalled connections from costing a core.
+        poll = _POLL_SECS if len(head) > seen else min(poll * 2, _MAX_POLL_SECS)
+        await asyncio.sleep(min(poll, max(0.0, deadline - loop.time())))
     return None, head
 
 

@@ -9,6 +9,8 @@ and whether to add a passive ICE-TCP candidate on the page's port."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import random
 import socket
 from dataclasses import dataclass
@@ -16,9 +18,21 @@ from dataclasses import dataclass
 import aioice.ice
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 
+from ..errors import RelayError
 from .tcp import IceTcpMux, passive_candidate
 
+logger = logging.getLogger(__name__)
+
 UDP_BUFFER_BYTES = 1024 * 1024
+
+
+class NoMediaPort(RelayError):
+    """No UDP port could be bound for a leg's media: a relay misconfiguration
+    (``RELAY_ICE_ADDRESSES`` not on this host) or an exhausted ``RELAY_UDP_PORTS``."""
+
+    status = 503
+    type = "server_error"
+    code = "media_port_unavailable"
 
 
 @dataclass(frozen=True)
@@ -44,6 +58,8 @@ class IcePlan:
     tcp: TcpOffer | None = None
     #: Our ICE ufrags start with this (a shard's mark, so ICE-TCP finds its owner).
     ufrag_prefix: str = ""
+    #: Which leg gathers with this plan ("caller" or "upstream"), for error messages.
+    leg: str = "caller"
 
     def announced(self, bound: str, index: int) -> str:
         if not self.public_addresses:
@@ -63,12 +79,17 @@ async def gather(connection: aioice.ice.Connection, plan: IcePlan) -> None:
         use_ipv4=connection._use_ipv4, use_ipv6=connection._use_ipv6
     )
     usable = [a for a in addresses if (connection._use_ipv6 if ":" in a else connection._use_ipv4)]
+    failures: list[str] = []
     for component in connection._components:
         for index, address in enumerate(usable):
-            candidate = await _bind_host(connection, component, address, plan)
+            candidate, error = await _bind_host(connection, component, address, plan)
             if candidate is not None:
                 candidate.host = plan.announced(address, index)
                 connection._local_candidates.append(candidate)
+            elif error is not None:
+                failures.append(f"{address}: {error}")
+    if failures and not connection._local_candidates:
+        raise _no_media_port(plan, usable, failures)
     if plan.tcp is not None and usable:
         for index, address in enumerate(usable):
             tcp = passive_candidate(plan.announced(address, index), plan.tcp.port)
@@ -78,16 +99,34 @@ async def gather(connection: aioice.ice.Connection, plan: IcePlan) -> None:
     connection._local_candidates_end = True
 
 
+def _no_media_port(plan: IcePlan, addresses: list[str], failures: list[str]) -> NoMediaPort:
+    ports = f"ports {plan.udp_ports[0]}-{plan.udp_ports[1]}" if plan.udp_ports else "any port"
+    peer = "the browser" if plan.leg == "caller" else "OpenAI"
+    message = (
+        f"The relay could not open a UDP port for the {plan.leg} leg (relay <-> {peer}) on "
+        f"{', '.join(addresses) or 'no address'} ({ports}): {'; '.join(failures[:3])}. "
+        "RELAY_ICE_ADDRESSES must be addresses of this host (announce a public one with "
+        "RELAY_ICE_PUBLIC_ADDRESSES); a RELAY_UDP_PORTS range must have a free port per call leg."
+    )
+    logger.error("%s", message)
+    return NoMediaPort(message)
+
+
 async def _bind_host(
     connection: aioice.ice.Connection, component: int, address: str, plan: IcePlan
-) -> Candidate | None:
+) -> tuple[Candidate | None, str | None]:
+    """The host candidate bound on ``address``, or ``None`` and the last error."""
     loop = asyncio.get_running_loop()
+    error: str | None = None
     for port in _ports(plan.udp_ports):
         try:
             transport, protocol = await loop.create_datagram_endpoint(
                 lambda: aioice.ice.StunProtocol(connection), local_addr=(address, port)
             )
-        except OSError:
+        except OSError as exc:
+            error = exc.strerror or str(exc)
+            if plan.udp_ports is not None and exc.errno == errno.EADDRINUSE:
+                error = "every port of the range is in use"
             continue
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -103,8 +142,8 @@ async def _bind_host(
             type="host",
         )
         connection._protocols.append(protocol)
-        return protocol.local_candidate
-    return None
+        return protocol.local_candidate, None
+    return None, error
 
 
 def _ports(udp_ports: tuple[int, int] | None) -> list[int]:
@@ -136,9 +175,14 @@ class IceSetup:
         if self.mux is not None and self.tcp_port:
             tcp = TcpOffer(self.mux, self.tcp_port)
         return IcePlan(
-            self.host_addresses, self.public_addresses, self.udp_ports, tcp, self.ufrag_prefix
+            self.host_addresses,
+            self.public_addresses,
+            self.udp_ports,
+            tcp,
+            self.ufrag_prefix,
+            leg="caller",
         )
 
     def upstream_plan(self) -> IcePlan:
         """OpenAI answers from wherever the relay's checks come from: no announcing."""
-        return IcePlan(self.host_addresses, (), self.udp_ports, None)
+        return IcePlan(self.host_addresses, (), self.udp_ports, None, leg="upstream")

@@ -9,6 +9,7 @@ This is the same routing as HTTP follow-ups (a call's id names its shard), for m
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import logging
@@ -37,6 +38,7 @@ class MediaHandoff:
         self._mux = mux
         self._inbox: socket.socket | None = None
         self._outbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._outbox.setblocking(False)  # a sibling's full inbox must not stall the loop
         self._tasks: set[asyncio.Task[None]] = set()
         self.received = 0
 
@@ -56,7 +58,15 @@ class MediaHandoff:
         if owner is None or owner == self._own:
             return False
         try:
-            socket.send_fds(self._outbox, [b"i"], [conn.fileno()], 0, self._path_of(owner))
+            # Not socket.send_fds: it drops its address argument (CPython), and an
+            # unconnected datagram socket then fails with ENOTCONN.
+            rights = array.array("i", [conn.fileno()])
+            self._outbox.sendmsg(
+                [b"i"],
+                [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)],
+                0,
+                self._path_of(owner),
+            )
         except OSError as exc:
             logger.warning("could not hand an ICE-TCP connection to shard %d: %s", owner, exc)
             return False

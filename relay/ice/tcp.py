@@ -16,8 +16,10 @@ closes, and a stream that does not identify itself in time is closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
+import socket
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +37,9 @@ MAX_FRAME = 0xFFFF
 TCP_TYPE_PREFERENCE = 90
 IDENTIFY_SECS = 10.0  # an accepted connection names its agent within this, or goes
 MAX_STREAMS_PER_AGENT = 8
+#: From the start of its checks, an agent with a passive candidate waits this long for
+#: a TCP connection before it may conclude that ICE failed.
+TCP_WAIT_SECS = 10.0
 
 
 def passive_candidate(host: str, port: int) -> Candidate:
@@ -74,6 +79,34 @@ class _Agent:
         self.connection = connection
         self.candidate = candidate
         self.streams: set[IceTcpStream] = set()
+        self.attached = False
+        self.deadline: float | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def wait_for_tcp(self) -> None:
+        """Until a TCP connection attaches (or ``TCP_WAIT_SECS`` after the checks
+        start), aioice must not conclude that ICE failed. A browser's active TCP
+        candidates never pair on this side, so an offer whose only candidates are TCP
+        leaves the check list empty; with end-of-candidates signalled, aioice would
+        fail at once, before the browser's connection could arrive."""
+        connection = self.connection
+        loop = asyncio.get_running_loop()
+        stock_expected = connection._remote_candidates_expected
+        stock_connect = connection.connect
+
+        def expected() -> bool:
+            waiting = not self.attached and (self.deadline is None or loop.time() < self.deadline)
+            return bool(stock_expected()) or waiting
+
+        async def connect() -> None:
+            self.deadline = loop.time() + TCP_WAIT_SECS
+            # Just after the deadline (a timer may run a little early), fail if every
+            # pair has: aioice only looks again when a check ends.
+            self.timer = loop.call_at(self.deadline + 0.05, connection._check_list_maybe_fail)
+            await stock_connect()
+
+        connection._remote_candidates_expected = expected  # type: ignore[method-assign]
+        connection.connect = connect  # type: ignore[method-assign]
 
 
 class IceTcpMux:
@@ -88,6 +121,7 @@ class IceTcpMux:
         """Take TCP connections for ``connection`` on ``candidate`` until it closes."""
         agent = _Agent(connection, candidate)
         self._agents[connection.local_username] = agent
+        agent.wait_for_tcp()
         stock_close = connection.close
 
         async def close() -> None:
@@ -97,6 +131,8 @@ class IceTcpMux:
         connection.close = close  # type: ignore[method-assign]
 
     def _drop(self, agent: _Agent) -> None:
+        if agent.timer is not None:
+            agent.timer.cancel()
         if self._agents.get(agent.connection.local_username) is agent:
             del self._agents[agent.connection.local_username]
         for stream in list(agent.streams):
@@ -114,6 +150,7 @@ class IceTcpMux:
         if agent is None or len(agent.streams) >= MAX_STREAMS_PER_AGENT:
             return None
         agent.streams.add(stream)
+        agent.attached = True
         stream.on_close(lambda: agent.streams.discard(stream))
         protocol = aioice.ice.StunProtocol(agent.connection)
         protocol.local_candidate = agent.candidate
@@ -156,6 +193,12 @@ class IceTcpStream(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Media must not wait for Nagle (asyncio sets TCP_NODELAY only on sockets
+            # whose proto says IPPROTO_TCP, which the listener's accepted ones do not).
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername") or ("", 0)
         self._peer = (str(peer[0]), int(peer[1]))
         self._timer = asyncio.get_running_loop().call_later(IDENTIFY_SECS, self._too_slow)

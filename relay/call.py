@@ -10,6 +10,13 @@ observers) and knows nothing of metrics, recordings or monitors. Periodic work
 (watchdog, stats) is driven by the registry's one ticker (:meth:`tick`,
 :meth:`publish_stats`), not by tasks of its own.
 
+The browser's side is a **caller leg** (:class:`CallerLeg`): WebRTC by default
+(:class:`~relay.caller.webrtc.WebRtcCallerLeg`, answered with SDP), or a WebSocket
+(:class:`~relay.caller.websocket.WebSocketCallerLeg`, PCM frames and JSON events on one
+socket) given in the :class:`CallRequest`. Either feeds the same caller pipeline, plays
+the same agent packets, and talks through the same event bridge; the rest of the call
+does not know which it has.
+
 ``close()`` is idempotent and awaited by whoever ends the call (hangup, a leg that
 fails or closes, the media watchdog, the upstream session ending, shutdown)."""
 
@@ -19,9 +26,9 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from aiortc import MediaStreamTrack, RTCPeerConnection
 
@@ -57,18 +64,88 @@ UPSTREAM_LOST = {
 }
 
 
+PlaybackChange = Literal["barge_in", "cleared", "started"]
+PLAYBACK_CHANGES: dict[str, PlaybackChange] = {
+    "output_audio_buffer.cleared": "cleared",
+    "output_audio_buffer.started": "started",
+}
+
+
 def new_call_id() -> str:
     return "rtc_" + secrets.token_hex(16)
 
 
+class CallerLeg(Protocol):
+    """The browser's side of a call, whatever carries it (WebRTC, a WebSocket).
+
+    The call hands it the event bridge and the caller pipeline (:meth:`accept`), runs
+    :meth:`answer` while OpenAI's leg comes up, gives it every agent Opus packet
+    (:meth:`play`), tells it when the agent's turn changes (:meth:`playback`), asks
+    whether a quiet caller is still there (:meth:`answers`), and closes it. A leg that
+    ends on its own (the browser went away) calls the ``on_ended`` it was built with."""
+
+    @property
+    def transport(self) -> str:
+        """``webrtc-udp``, ``webrtc-tcp`` or ``websocket``."""
+        ...
+
+    async def accept(self, offer_sdp: str, bridge: EventBridge, audio: CallerAudio) -> None:
+        """Take the caller's side: its events into ``bridge``, its audio into ``audio``."""
+        ...
+
+    async def answer(self) -> str:
+        """Ready to carry the call; WebRTC: the SDP answer (otherwise empty)."""
+        ...
+
+    def play(self, payload: bytes, rtp_timestamp: int) -> None:
+        """One in-order agent Opus packet for the caller (on the event loop)."""
+        ...
+
+    def playback(self, change: PlaybackChange) -> None:
+        """The agent's turn changed: ``barge_in`` (the caller started speaking: drop
+        queued agent audio), ``cleared`` (OpenAI cleared its output: drop it, and what
+        arrives before the next response), ``started`` (a response's audio starts)."""
+        ...
+
+    @property
+    def frames_out(self) -> int: ...
+    @property
+    def dropped_out(self) -> int: ...
+    @property
+    def dropped_in(self) -> int: ...
+
+    async def stats(self) -> Mapping[str, Any]:
+        """A getStats report (empty where there is none)."""
+        ...
+
+    async def answers(self, timeout_secs: float) -> bool:
+        """Whether the caller is still there although its audio stopped."""
+        ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def stop(self) -> None:
+        """Stop sending to the caller now (synchronous; :meth:`close` follows)."""
+        ...
+
+    async def close(self) -> None:
+        """Release everything (idempotent)."""
+        ...
+
+
 @dataclass
 class CallRequest:
-    """What the HTTP layer hands over: a checked offer and the session config."""
+    """What the HTTP layer hands over: a checked offer (WebRTC) or the caller leg
+    itself (``caller``: a WebSocket), and the session config."""
 
     offer_sdp: str
     session: dict[str, Any]
     user_agent: str = ""
     record: bool = False
+    #: Builds another caller leg than WebRTC from the call's ``on_ended``.
+    caller: Callable[[Callable[[str], None]], CallerLeg] | None = None
+    #: Whether the caller sends audio (the media watchdog then watches it).
+    sends_audio: bool | None = None
 
 
 @dataclass
@@ -105,7 +182,7 @@ class Call:
         self.model = ""
         self.timings = CallTimings()
         self.transcripts: list[TranscriptEntry] = []
-        self.caller = WebRtcCallerLeg(ice.caller_plan(), on_ended=self._end_soon)
+        self.caller: CallerLeg = WebRtcCallerLeg(ice.caller_plan(), on_ended=self._end_soon)
         self.upstream = UpstreamLeg(
             connector=connector,
             ice=ice.upstream_plan(),
@@ -114,13 +191,13 @@ class Call:
             on_agent_track=self._on_agent_track,
         )
         self.uplink = UplinkTrack()
-        self.downlink = PacketForwardTrack()
         self.bridge = EventBridge(self._on_event, max_event_bytes=settings.max_event_bytes)
         self.caller_audio = CallerAudio(
             denoiser, self.uplink, lambda pcm, t: self.taps.audio("caller", pcm, t)
         )
         self.agent_audio = AgentAudio(
-            self.downlink, lambda pcm, t: self.taps.audio("agent", pcm, t)
+            lambda payload, ts: self.caller.play(payload, ts),
+            lambda pcm, t: self.taps.audio("agent", pcm, t),
         )
         self._watch_media = False
         self._probing: set[Leg] = set()
@@ -160,8 +237,9 @@ class Call:
             "created_at": info.created_at,
             "ended_at": self.timings.ended_at,
             "setup_seconds": info.setup_seconds,
+            "transport": self.caller.transport,
             "legs": {
-                "caller": _leg_snapshot(self.caller.pc),
+                "caller": self.caller.snapshot(),
                 "upstream": _leg_snapshot(self.upstream.pc),
             },
             "audio": self.audio_counters(),
@@ -178,11 +256,11 @@ class Call:
         caller_in = self.caller_audio.frames_in
         return {
             "caller_frames_in": caller_in,
-            "caller_frames_out": self.downlink.packets_sent,
+            "caller_frames_out": self.caller.frames_out,
             "upstream_frames_out": self.uplink.frames_sent,
-            "upstream_frames_in": self.downlink.packets_in,
-            "caller_dropped_in": self.caller.late_packets(),
-            "caller_dropped_out": self.downlink.dropped,
+            "upstream_frames_in": self.agent_audio.packets_in,
+            "caller_dropped_in": self.caller.dropped_in,
+            "caller_dropped_out": self.caller.dropped_out,
             "upstream_dropped_out": self.uplink.dropped,
             "upstream_dropped_in": aiortc_patches.late_audio_packets(self.upstream.pc),
         }
@@ -194,11 +272,14 @@ class Call:
         self.request = request
         self.model = str(request.session.get("model") or self._settings.openai_model)
         try:
+            if request.caller is not None:  # another leg than the default WebRTC one
+                default, self.caller = self.caller, request.caller(self._end_soon)
+                await default.close()
             await self.caller.accept(request.offer_sdp, self.bridge, self.caller_audio)
             # The caller's answer (and its ICE gathering) is prepared while OpenAI's leg
             # comes up; it is only returned once that leg is connected.
             answer, _ = await _all_or_nothing(
-                self.caller.answer(self.downlink), self._open_upstream(request.session)
+                self.caller.answer(), self._open_upstream(request.session)
             )
         except BaseException as exc:
             self._setup_failed(exc)
@@ -213,7 +294,10 @@ class Call:
         early, self._early_events = self._early_events, []
         for event in early:  # events that came during set-up
             self._on_event(event)
-        self._watch_media = offer_sends_audio(request.offer_sdp)  # listen-only: no audio
+        sends_audio = request.sends_audio
+        if sends_audio is None:  # listen-only: no audio
+            sends_audio = offer_sends_audio(request.offer_sdp)
+        self._watch_media = sends_audio
         self._log.info("call %s set up in %.0f ms", self.id, self.timings.setup_seconds * 1000)
         return answer
 
@@ -224,6 +308,8 @@ class Call:
             self.id, total, None, failure=code, upstream_failed=isinstance(exc, UpstreamError)
         )
         self.taps.setup_finished(result)
+        if isinstance(exc, RelayError):  # a caller leg that is already open hears why
+            self.bridge.caller.send(error_event(exc.code or "setup_failed", exc.message))
 
     async def _open_upstream(self, session: dict[str, Any]) -> None:
         self.timings.upstream_seconds = await self.upstream.open(
@@ -249,6 +335,9 @@ class Call:
             self.agent_audio.caller_stopped_speaking()
         elif event.type == "input_audio_buffer.speech_started":
             self.agent_audio.caller_started_speaking()
+            self.caller.playback("barge_in")
+        elif event.type in PLAYBACK_CHANGES:
+            self.caller.playback(PLAYBACK_CHANGES[event.type])
         self.taps.event(event)
         entry = transcript_entry(event)
         if entry is not None:
@@ -279,9 +368,11 @@ class Call:
     async def _probe(self, leg: Leg) -> None:
         """A leg went quiet: if its peer's ICE agent does not answer either, it is gone;
         end the call now instead of at ICE consent expiry (~30 s)."""
-        pc = self.caller.pc if leg == "caller" else self.upstream.pc
         try:
-            alive = await aiortc_patches.ice_peer_answers(pc, PROBE_SECS)
+            if leg == "caller":
+                alive = await self.caller.answers(PROBE_SECS)
+            else:
+                alive = await self.upstream.answers(PROBE_SECS)
         finally:
             self._probing.discard(leg)
         if not alive and self.state == "active":
@@ -292,7 +383,7 @@ class Call:
         """getStats of both legs and the audio counters, to the observers."""
         if self.state != "active":
             return
-        reports = await asyncio.gather(self.caller.pc.getStats(), self.upstream.pc.getStats())
+        reports = await asyncio.gather(self.caller.stats(), self.upstream.pc.getStats())
         if self.state == "active":
             self.taps.media_stats(media_stats(self, reports[0], reports[1]))
 
@@ -326,8 +417,9 @@ class Call:
             # Even if the close itself is cancelled (a shutdown past its bound), the call
             # leaves the registry and its observers hear of it exactly once.
             self.uplink.stop()
-            self.downlink.stop()
+            self.caller.stop()
             _close_denoiser(self._denoiser)
+            self.caller_audio.close()
             self.timings.ended_at = time.time()
             self.state = "ended"
             if notify and was_active:
@@ -356,7 +448,17 @@ class Call:
 
     @property
     def caller_pc(self) -> RTCPeerConnection:
+        """The browser's peer connection (a WebRTC caller leg only)."""
+        if not isinstance(self.caller, WebRtcCallerLeg):
+            raise AttributeError("this call's caller leg is not WebRTC")
         return self.caller.pc
+
+    @property
+    def downlink(self) -> PacketForwardTrack:
+        """The agent's track to the browser (a WebRTC caller leg only)."""
+        if not isinstance(self.caller, WebRtcCallerLeg):
+            raise AttributeError("this call's caller leg is not WebRTC")
+        return self.caller.downlink
 
     @property
     def upstream_pc(self) -> RTCPeerConnection:

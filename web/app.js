@@ -11,6 +11,7 @@ const $ = (id) => document.getElementById(id);
 const el = {
   status: $("status"),
   statusText: $("status-text"),
+  transport: $("transport"),
   banner: $("banner"),
   bannerTitle: $("banner-title"),
   bannerMessage: $("banner-message"),
@@ -136,6 +137,13 @@ const STATUS_TEXT = {
   error: "Not connected",
 };
 
+/** How the page names what carries the call (`client.transport`). */
+const TRANSPORT_TEXT = {
+  "webrtc-udp": "WebRTC (UDP)",
+  "webrtc-tcp": "WebRTC (TCP)",
+  websocket: "WebSocket",
+};
+
 const rendered = new Map(); // message id -> <li>
 
 function renderMessages(messages) {
@@ -181,6 +189,12 @@ let lastCount = 0;
 function render(state) {
   el.status.dataset.status = state.status;
   el.statusText.textContent = STATUS_TEXT[state.status] || state.status;
+  const transport = state.isConnected && state.transport ? TRANSPORT_TEXT[state.transport] || state.transport : "";
+  if (el.transport) {
+    el.transport.hidden = !transport;
+    el.transport.textContent = transport ? `via ${transport}` : "";
+    el.transport.dataset.transport = state.isConnected ? state.transport || "" : "";
+  }
 
   const busy = state.isConnecting;
   el.start.disabled = state.isConnected || busy;

@@ -60,8 +60,16 @@ export interface RealtimeClientOptions {
   transcriptionTimeoutMs?: number;
   sessionUpdateOnOpen?: boolean;
   audioElement?: HTMLAudioElement;
-  /** What carries each call: a new transport per `connect()`. Default: `new WebRTCTransport()`. */
-  transport?: (options: RealtimeClientOptions) => RealtimeTransport;
+  /**
+   * What carries each call. "auto" (default): WebRTC, then a WebSocket if WebRTC has not connected
+   * `webrtcTimeoutMs` after the relay's answer; "webrtc" or "websocket" forces one; or a factory
+   * called on each `connect()`.
+   */
+  transport?: "auto" | "webrtc" | "websocket" | ((options: RealtimeClientOptions) => RealtimeTransport);
+  /** Auto mode: how long WebRTC may take to connect before the WebSocket is tried (5000). */
+  webrtcTimeoutMs?: number;
+  /** The WebSocket's URL; default: the calls URL with `/ws` for `/calls` (`wss:` for `https:`). */
+  websocketUrl?: string;
   /** A piece of the user's transcript (conversation.item.input_audio_transcription.delta). */
   onTranscriptDelta?: (delta: string, event: RealtimeServerEvent) => void;
   /** The user's settled transcript of a turn (…input_audio_transcription.completed). */
@@ -124,6 +132,21 @@ export declare class WebRTCTransport implements RealtimeTransport {
   close(options?: { keepalive?: boolean }): Promise<void>;
 }
 
+/** A call over one WebSocket (`/v1/realtime/ws`): PCM16 24 kHz frames both ways, events as text. */
+export declare class WebSocketTransport implements RealtimeTransport {
+  readonly peerConnection: null;
+  readonly kind: "websocket";
+  isSupported(): boolean;
+  start(options: TransportStartOptions): Promise<void>;
+  send(event: Record<string, unknown>): boolean;
+  setMuted(muted: boolean): void;
+  stats(): Promise<Record<string, unknown> | null>;
+  close(options?: { keepalive?: boolean }): Promise<void>;
+}
+
+/** What carries a call, as the relay's snapshot names it. */
+export type TransportKind = "webrtc-udp" | "webrtc-tcp" | "websocket";
+
 export interface ConversationMessage {
   readonly id: string;
   readonly role: "user" | "assistant";
@@ -147,6 +170,8 @@ export interface RealtimeClientState {
   readonly error: RealtimeClientError | null;
   readonly audioBlocked: boolean;
   readonly callId: string | null;
+  /** What carries the call (null before it is up). */
+  readonly transport?: TransportKind | null;
   readonly mode: "relay" | "direct";
   readonly model: string | null;
 }

@@ -6,8 +6,10 @@
  *   1. gets a client secret: from the relay via the host app's token URL (relay mode, the default), or an
  *      OpenAI ephemeral key from `/api/realtime/session` (direct mode, for networks that may reach OpenAI);
  *   2. captures the microphone (echo cancellation, noise suppression and auto gain on; 24 kHz mono);
- *   3. hands both to a transport, which carries the call: WebRTC by default (realtime-webrtc.js), or
- *      any other that keeps the contract of realtime-transport.js (the `transport` option);
+ *   3. hands both to a transport, which carries the call: WebRTC first (realtime-webrtc.js), then a
+ *      WebSocket (realtime-websocket.js) when WebRTC does not connect within `webrtcTimeoutMs`
+ *      (`transport: "auto"`, the default; "webrtc" or "websocket" forces one), or any other that
+ *      keeps the contract of realtime-transport.js (`transport` as a factory);
  *   4. plays the agent's audio, turns OpenAI Realtime events into transcripts and a conversation
  *      (realtime-conversation.js), and reports every failure as a `RealtimeClientError` with an
  *      actionable message and a `code` (realtime-errors.js);
@@ -31,11 +33,126 @@ import {
 import { CallAudio, checkBrowser, openMicrophone, stopTracks } from "./realtime-media.js";
 import { CallRequests, getCredentials, sessionConfig } from "./realtime-session.js";
 import { WebRTCTransport } from "./realtime-webrtc.js";
+import { WebSocketTransport } from "./realtime-websocket.js";
 
 export { DEFAULT_MODEL, DEFAULT_TRANSCRIPTION_MODEL, DEFAULT_VOICE } from "./realtime-defaults.js";
 export { ErrorCode, RealtimeClientError } from "./realtime-errors.js";
 export { MIC_CONSTRAINTS } from "./realtime-media.js";
 export { WebRTCTransport } from "./realtime-webrtc.js";
+export { WebSocketTransport } from "./realtime-websocket.js";
+
+/** Auto mode: how long WebRTC may take to connect (after the relay's answer) before the WebSocket is tried. */
+export const DEFAULT_WEBRTC_TIMEOUT_MS = 5000;
+
+/** What carries the call, as the relay's snapshot names it: "webrtc-udp", "webrtc-tcp" or "websocket". */
+export async function transportKind(transport) {
+  if (!transport) return null;
+  if (typeof transport.kind === "string") return transport.kind;
+  const pc = transport.peerConnection;
+  if (!pc) return null;
+  try {
+    const report = await pc.getStats();
+    const byId = new Map();
+    report.forEach((stats) => byId.set(stats.id, stats));
+    let pair = null;
+    report.forEach((stats) => {
+      if (stats.type === "transport" && stats.selectedCandidatePairId) pair = byId.get(stats.selectedCandidatePairId);
+    });
+    if (!pair) report.forEach((stats) => {
+      if (!pair && stats.type === "candidate-pair" && stats.nominated && stats.state === "succeeded") pair = stats;
+    });
+    const remote = pair && byId.get(pair.remoteCandidateId);
+    return remote && remote.protocol === "tcp" ? "webrtc-tcp" : "webrtc-udp";
+  } catch {
+    return "webrtc";
+  }
+}
+
+/**
+ * The `transport` option "auto" (the default): WebRTC, which tries UDP then ICE-TCP on the relay's
+ * port by itself; if it does not connect within `webrtcTimeoutMs` after the relay answered (UDP and
+ * that port blocked: a proxy that passes only HTTPS), that call is hung up and the same key opens the
+ * call over a WebSocket. "webrtc" and "websocket" force one. Events of the transport given up are
+ * never passed on.
+ *
+ * @implements {import("./realtime-transport.js").RealtimeTransport}
+ */
+export class AutoTransport {
+  constructor(choice = "auto", webrtcTimeoutMs = DEFAULT_WEBRTC_TIMEOUT_MS) {
+    this.choice = choice;
+    this.webrtcTimeoutMs = webrtcTimeoutMs;
+    /** The transport carrying the call (or trying to). */
+    this.current = null;
+    /** Whether WebRTC was given up for the WebSocket. */
+    this.fellBack = false;
+    this._closed = false;
+    this._muted = false;
+  }
+
+  get peerConnection() { return this.current?.peerConnection ?? null; }
+  get kind() { return this.current?.kind; }
+
+  isSupported() {
+    const rtc = new WebRTCTransport().isSupported();
+    const ws = new WebSocketTransport().isSupported();
+    return this.choice === "webrtc" ? rtc : this.choice === "websocket" ? ws : rtc || ws;
+  }
+
+  async start(options) {
+    const rtcSupported = new WebRTCTransport().isSupported();
+    if (this.choice === "websocket" || (this.choice === "auto" && !rtcSupported)) {
+      return this._run(new WebSocketTransport(), options);
+    }
+    if (this.choice === "webrtc") return this._run(new WebRTCTransport(), options);
+    const rtc = new WebRTCTransport();
+    const bounded = Math.min(options.options.connectTimeoutMs || Infinity, this.webrtcTimeoutMs);
+    try {
+      return await this._run(rtc, { ...options, options: { ...options.options, connectTimeoutMs: bounded } });
+    } catch (err) {
+      if (this._closed || !(err instanceof RealtimeClientError) || err.code !== ErrorCode.CONNECTION_FAILED) throw err;
+      console.info("realtime-client: WebRTC did not connect; trying the WebSocket", err.message);
+    }
+    this.fellBack = true;
+    // Hang the WebRTC call up first (briefly: a per-key call limit would count it).
+    await Promise.race([rtc.close(), new Promise((resolve) => setTimeout(resolve, 1000))]);
+    if (this._closed) throw new Aborted();
+    return this._run(new WebSocketTransport(), options);
+  }
+
+  _run(transport, options) {
+    this.current = transport;
+    const events = {};
+    for (const [name, handler] of Object.entries(options.events)) {
+      events[name] = (...args) => {
+        if (this.current === transport && !this._closed) handler(...args);
+      };
+    }
+    if (this._muted) transport.setMuted(true);
+    return transport.start({ ...options, events });
+  }
+
+  send(event) { return this.current ? this.current.send(event) : false; }
+
+  setMuted(muted) {
+    this._muted = muted;
+    this.current?.setMuted(muted);
+  }
+
+  stats() { return this.current ? this.current.stats() : Promise.resolve(null); }
+
+  close(options) {
+    this._closed = true;
+    return this.current ? this.current.close(options) : Promise.resolve();
+  }
+}
+
+function makeTransport(o) {
+  if (typeof o.transport === "function") return o.transport(o);
+  // Direct mode calls OpenAI itself, whose WebSocket is another protocol: WebRTC only.
+  if (o.mode === "direct") return new AutoTransport("webrtc");
+  const choice = ["webrtc", "websocket"].includes(o.transport) ? o.transport : "auto";
+  return new AutoTransport(choice, o.webrtcTimeoutMs ?? DEFAULT_WEBRTC_TIMEOUT_MS);
+}
 
 /**
  * A voice call through realtime-relay (or straight to OpenAI in direct mode).
@@ -90,6 +207,8 @@ export class RealtimeVoiceClient extends EventTarget {
   get error() { return this.state.error; }
   get status() { return this.state.status; }
   get callId() { return this.state.callId; }
+  /** What carries the call: "webrtc-udp", "webrtc-tcp", "websocket" (null before it is up). */
+  get transport() { return this.state.transport ?? null; }
   /** The RTCPeerConnection of the current call (for getStats), or null. */
   get peerConnection() { return this._transport?.peerConnection ?? null; }
   /** The <audio> element that plays the agent, or null before the first call. */
@@ -156,6 +275,7 @@ export class RealtimeVoiceClient extends EventTarget {
       isSpeaking: false,
       isAgentSpeaking: false,
       callId: null,
+      transport: null,
       mode: this.options.mode === "direct" ? "direct" : "relay",
       model: this.options.model,
     });
@@ -174,7 +294,7 @@ export class RealtimeVoiceClient extends EventTarget {
   /** Microphone, key, transport; throws `Aborted` as soon as `givenUp()` says the call was given up. */
   async _setUpCall(givenUp) {
     const o = this.options;
-    const transport = typeof o.transport === "function" ? o.transport(o) : new WebRTCTransport();
+    const transport = makeTransport(o);
     checkBrowser(transport.isSupported());
     const stream = await openMicrophone();
     if (givenUp()) {
@@ -196,6 +316,8 @@ export class RealtimeVoiceClient extends EventTarget {
       events: this._transportEvents(transport),
     });
     if (givenUp()) throw new Aborted();
+    this._set({ transport: await transportKind(transport) });
+    if (givenUp()) throw new Aborted();
   }
 
   /** The transport's callbacks; they do nothing once `transport` is no longer the current one. */
@@ -216,6 +338,11 @@ export class RealtimeVoiceClient extends EventTarget {
     if (!this.options.sessionUpdateOnOpen) return;
     const session = sessionConfig(this.options);
     delete session.model; // the model is fixed by the key; GA refuses to change it
+    // Only what this page chose: options left at their defaults must not overwrite what the app's
+    // backend set when it minted the key (the relay locks those fields and refuses changes to them).
+    if (this.options.voice === DEFAULT_OPTIONS.voice) delete session.audio.output;
+    if (this.options.transcriptionModel === DEFAULT_OPTIONS.transcriptionModel) delete session.audio.input;
+    if (!session.audio.input && !session.audio.output) delete session.audio;
     this._transport.send({ type: "session.update", session });
   }
 

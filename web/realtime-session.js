@@ -136,3 +136,33 @@ export async function getCredentials(options, requests) {
   if (!token) throw new RealtimeClientError(ErrorCode.TOKEN_FAILED, "The token URL returned no key (`value`).");
   return { token: String(token), callsUrl: options.callsUrl || joinUrl(options.baseUrl, "/v1/realtime/calls") };
 }
+
+/** The relay's TURN route, next to the calls URL it serves (`…/v1/realtime/calls` -> `…/api/turn_credentials`). */
+function turnCredentialsUrl(options, callsUrl) {
+  const route = "/api/turn_credentials?optional=1";
+  const base = callsUrl.replace(/\/v1\/realtime\/calls\/?$/, "");
+  return base !== callsUrl ? base + route : joinUrl(options.baseUrl, route);
+}
+
+/**
+ * The ICE servers of a call: the client's own `iceServers`, then the short-lived TURN credentials the relay
+ * hands out when it has a TURN server (`POST /api/turn_credentials`, with the call's key). A relay without
+ * TURN answers 204; any failure here leaves the client's own servers (the offer then reports what is wrong).
+ * Direct mode (the offer goes to OpenAI) asks nothing.
+ */
+export async function callIceServers(options, callsUrl, token, request) {
+  const own = Array.isArray(options.iceServers) ? options.iceServers : [];
+  if (options.mode === "direct") return own;
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  try {
+    const response = await request(turnCredentialsUrl(options, callsUrl), { method: "POST", headers }, "turn");
+    if (response.status !== 200) return own;
+    const body = await response.json();
+    const servers = Array.isArray(body?.ice_servers) ? body.ice_servers.filter((s) => s && s.urls) : [];
+    return [...own, ...servers];
+  } catch (err) {
+    if (err instanceof Aborted) throw err;
+    console.warn("realtime-client: no TURN credentials from the relay:", err && err.message);
+    return own;
+  }
+}

@@ -1,14 +1,15 @@
 /**
  * realtime-webrtc.js: the WebRTC transport of a call (the contract is in realtime-transport.js).
  *
- * The `oai-events` data channel is created before the offer (so that the offer has its
+ * The relay's TURN credentials, if it hands any out, are fetched first (realtime-session.js). The
+ * `oai-events` data channel is created before the offer (so that the offer has its
  * m=application section) and the microphone's track is added; the client waits for ICE gathering
  * (bounded: the relay has no trickle ICE) and POSTs the SDP to the calls URL. A 201 brings the answer
  * and `Location`, the call's URL: `POST {Location}/hangup` ends the call. The agent's audio arrives
  * as a remote track; the server's events, and the client's, go over the data channel.
  */
 import { Aborted, ErrorCode, RealtimeClientError, httpError } from "./realtime-errors.js";
-import { absoluteUrl } from "./realtime-session.js";
+import { absoluteUrl, callIceServers } from "./realtime-session.js";
 import { parseServerEvent } from "./realtime-transport.js";
 
 /** How long a hang-up may take before the connection is closed anyway. */
@@ -99,7 +100,10 @@ export class WebRTCTransport {
   async _start({ url, token, stream, options, request, events }) {
     this._events = events;
     this._token = token;
-    const pc = this._connect(stream, options.iceServers);
+    // The relay's TURN credentials (when it has a TURN server) join the client's own ICE servers.
+    const iceServers = await callIceServers(options, url, token, request);
+    this._throwIfClosed();
+    const pc = this._connect(stream, iceServers);
     await pc.setLocalDescription(await pc.createOffer());
     await iceGathered(pc, options.iceGatheringTimeoutMs);
     this._throwIfClosed();

@@ -1,13 +1,16 @@
 """The browser's WebRTC leg into the relay: its offer, the relay's answer, the caller's
 audio into the caller pipeline, the agent's audio out, and the ``oai-events`` channel.
 
-One :class:`WebRtcCallerLeg` per call; the call owns it and closes it (idempotent)."""
+One :class:`WebRtcCallerLeg` per call; the call owns it and closes it (idempotent). It is
+one of the call's caller legs (:class:`relay.call.CallerLeg`); the other carries the call
+over a WebSocket (:mod:`relay.caller.websocket`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
@@ -27,7 +30,15 @@ class WebRtcCallerLeg:
         self._ice = ice
         self._on_ended = on_ended
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        #: The agent's Opus packets to the browser, forwarded as they are.
+        self.downlink = PacketForwardTrack()
         self._readers: set[asyncio.Task[None]] = set()
+
+    @property
+    def transport(self) -> str:
+        """``webrtc-udp`` or ``webrtc-tcp`` (ICE-TCP), from the nominated pair."""
+        pair = aiortc_patches.selected_pair(self.pc)
+        return "webrtc-tcp" if pair is not None and pair["protocol"] == "tcp" else "webrtc-udp"
 
     async def accept(self, offer_sdp: str, bridge: EventBridge, audio: CallerAudio) -> None:
         """Take the browser's offer; its first audio section feeds ``audio``."""
@@ -52,9 +63,9 @@ class WebRtcCallerLeg:
                 buffer.packet_sink = audio.on_packet
                 first = False
 
-    async def answer(self, downlink: PacketForwardTrack) -> str:
-        """The relay's SDP answer, sending ``downlink`` (the agent) to the browser."""
-        self.pc.addTrack(downlink)
+    async def answer(self) -> str:
+        """The relay's SDP answer, sending the agent's track to the browser."""
+        self.pc.addTrack(self.downlink)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         return str(self.pc.localDescription.sdp)
 
@@ -70,8 +81,47 @@ class WebRtcCallerLeg:
         if self.pc.connectionState in ("failed", "closed"):
             self._on_ended(f"caller_{self.pc.connectionState}")
 
-    def late_packets(self) -> int:
+    def play(self, payload: bytes, rtp_timestamp: int) -> None:
+        """One agent Opus packet, forwarded (the browser's jitter buffer smooths it)."""
+        self.downlink.push(payload, rtp_timestamp)
+
+    def playback(self, change: str) -> None:
+        """Nothing to do: at most a few packets are queued here, the browser's jitter
+        buffer plays what comes, and OpenAI truncates a WebRTC caller's turn itself."""
+
+    @property
+    def frames_out(self) -> int:
+        return self.downlink.packets_sent
+
+    @property
+    def dropped_out(self) -> int:
+        return self.downlink.dropped
+
+    @property
+    def dropped_in(self) -> int:
         return aiortc_patches.late_audio_packets(self.pc)
+
+    def late_packets(self) -> int:
+        return self.dropped_in
+
+    async def stats(self) -> Mapping[str, Any]:
+        return await self.pc.getStats()
+
+    async def answers(self, timeout_secs: float) -> bool:
+        """Whether the browser's ICE agent still answers a connectivity check."""
+        return await aiortc_patches.ice_peer_answers(self.pc, timeout_secs)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "transport": self.transport,
+            "connection_state": self.pc.connectionState,
+            "ice_connection_state": self.pc.iceConnectionState,
+            "selected_pair": aiortc_patches.selected_pair(self.pc),
+        }
+
+    def stop(self) -> None:
+        """Stop sending (a sender waiting for agent audio ends now)."""
+        self.downlink.stop()
 
     async def close(self) -> None:
         """Close the peer connection and stop reading (idempotent)."""

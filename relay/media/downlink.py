@@ -1,6 +1,7 @@
 """The agent's audio path, packet by packet as it arrives from OpenAI:
 
-Opus -> forwarded as is to the caller's track (no decode, no re-encode), and, only
+Opus -> forwarded as is to the caller leg (WebRTC: its track, no decode, no re-encode;
+the WebSocket leg decodes it to paced PCM), and, only
 while an observer wants it (a recording, a listener), decoded by aiortc's receiver ->
 24 kHz mono canonical PCM -> the taps.
 
@@ -20,7 +21,6 @@ from av import AudioFrame
 
 from .pcm import To24kMono, to_mono
 from .timing import FrameTimes
-from .tracks import PacketForwardTrack
 from .uplink import CanonicalSink
 from .voice_onset import VoiceOnsetDetector
 
@@ -28,7 +28,8 @@ from .voice_onset import VoiceOnsetDetector
 class AgentAudio:
     """Forwards the agent's Opus to the caller and times the agent's answers."""
 
-    def __init__(self, downlink: PacketForwardTrack, tap: CanonicalSink) -> None:
+    def __init__(self, downlink: Callable[[bytes, int], None], tap: CanonicalSink) -> None:
+        #: Where each agent packet goes (the caller leg's ``play``).
         self._downlink = downlink
         self._tap = tap
         self._voice_onset = VoiceOnsetDetector()
@@ -39,12 +40,16 @@ class AgentAudio:
         self.last_response_secs: float | None = None
         #: When the last agent packet arrived (monotonic), and whether any did.
         self.last_packet_at = time.monotonic()
+        #: Agent packets received from OpenAI.
+        self.packets_in = 0
 
     def on_packet(self, payload: bytes, rtp_timestamp: int) -> None:
         """One in-order agent packet (called by the receiver, on the event loop)."""
         started = time.perf_counter()
         self.last_packet_at = time.monotonic()
-        self._downlink.push(payload, rtp_timestamp)
+        if payload:
+            self.packets_in += 1
+        self._downlink(payload, rtp_timestamp)
         if self._speech_stopped_at is not None and self._voice_onset.voiced(payload):
             self._answered(time.monotonic() - self._speech_stopped_at)
         self.times.add(time.perf_counter() - started)

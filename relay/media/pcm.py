@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from av import AudioFrame, AudioResampler
@@ -66,3 +67,17 @@ def mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     out[: len(a)] += a
     out[: len(b)] += b
     return np.clip(out, -32768, 32767).astype(np.int16)
+
+
+def resampler_to(output_rate: int, input_rate: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Mono int16 at ``input_rate`` in, mono int16 at ``output_rate`` out (swresample;
+    as many samples as it has ready, the rest follows with the next input)."""
+    resampler = AudioResampler(format="s16", layout="mono", rate=output_rate)
+
+    def push(mono: np.ndarray) -> np.ndarray:
+        frame = AudioFrame.from_ndarray(mono.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = input_rate
+        parts = [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+
+    return push

@@ -1,0 +1,254 @@
+"""The paths a browser's call may take besides WebRTC, and the page that tells which
+work from where the browser is.
+
+* ``GET /v1/realtime/ws`` (WebSocket): a whole call on one socket (the caller leg of
+  :mod:`relay.caller.websocket`), for networks that pass only HTTPS. Authorised like
+  ``POST /v1/realtime/calls``: the client secret as the WebSocket subprotocol
+  ``openai-insecure-api-key.<secret>`` next to ``realtime`` (what OpenAI's own browser
+  WebSocket does), or ``Authorization: Bearer`` from a server. Never logged.
+* ``GET /check`` (the page) and ``GET /api/check`` (the relay's ICE and TLS facts;
+  opened as a WebSocket, an echo the page times its round trips on), and
+  ``POST /api/check/webrtc`` answers an SDP offer with a data channel that echoes (the
+  page keeps only the UDP, or only the TCP, candidates of the answer to test each).
+  Neither needs a key: they reach no upstream, are few at a time and end on their own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from .. import aiortc_patches
+from ..auth import bearer_token
+from ..call import CallerLeg, CallRequest
+from ..caller.websocket import MAX_AUDIO_BYTES, WebSocketCallerLeg
+from ..errors import InvalidRequest, Overloaded, RelayError, Unauthorized
+from ..ops.components import DEFAULT_WEB_ROOT
+from ..policy import DENIED, PolicyDenied, split_policy
+from ..sdp import validate_offer
+from ..upstream.session_config import complete_session
+from .realtime_routes import (
+    CALL_OWNERS,
+    RATE_LIMITS,
+    _address_of,
+    _key_of,
+    _printable,
+    authorise_call,
+)
+from .state import CONNECTOR, ICE, REGISTRY, SETTINGS, SHARD
+
+logger = logging.getLogger(__name__)
+
+SOCKET_PATH = "/v1/realtime/ws"
+KEY_PROTOCOL = "openai-insecure-api-key."
+#: The echo socket of the check page: a few round trips, then it closes.
+ECHO_MAX_MESSAGES = 50
+ECHO_MAX_BYTES = 1024
+ECHO_SECS = 15.0
+#: Check peer connections alive at once at most (then 503), and how long each lives.
+MAX_CHECKS = 8
+CHECK_PC_SECS = 15.0
+#: The check peer connections alive (closed at shutdown if their time has not come).
+CHECK_PCS = web.AppKey("check_pcs", set[RTCPeerConnection])
+
+
+def setup_media_routes(app: web.Application) -> None:
+    app[CHECK_PCS] = set()
+    app.on_shutdown.append(_close_checks)
+    app.router.add_get(SOCKET_PATH, realtime_socket)
+    app.router.add_get("/api/check", check_facts)
+    app.router.add_post("/api/check/webrtc", check_webrtc)
+    app.router.add_get("/check", check_page)
+
+
+def _socket_token(request: web.Request) -> str | None:
+    """The client secret of a WebSocket request: its subprotocol, or a bearer header."""
+    for protocol in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        protocol = protocol.strip()
+        if protocol.startswith(KEY_PROTOCOL) and len(protocol) > len(KEY_PROTOCOL):
+            return protocol[len(KEY_PROTOCOL) :]
+    return bearer_token(request.headers.get("Authorization"))
+
+
+def _with_key(request: web.Request) -> web.Request:
+    """``request`` as ``POST /v1/realtime/calls`` would carry the socket's key."""
+    token = _socket_token(request)
+    if token is None and not request.app[SETTINGS].open_mode:
+        raise Unauthorized(
+            "Missing key: send the client secret as the WebSocket subprotocol "
+            f"'{KEY_PROTOCOL}<client secret>' (with 'realtime').",
+            code="missing_api_key",
+        )
+    headers = request.headers.copy()
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return request.clone(headers=headers)
+
+
+async def realtime_socket(request: web.Request) -> web.StreamResponse:
+    """A call over one WebSocket: refused with an HTTP error before the upgrade
+    (unauthorised, overloaded), told with an ``error`` event after it."""
+    app = request.app
+    settings = app[SETTINGS]
+    ws = web.WebSocketResponse(
+        protocols=("realtime",),
+        heartbeat=settings.media_timeout_secs,
+        max_msg_size=max(settings.max_event_bytes + 64 * 1024, MAX_AUDIO_BYTES),
+    )
+    if not ws.can_prepare(request).ok:
+        raise InvalidRequest(
+            f"{SOCKET_PATH} is a WebSocket: open it with an Upgrade request.",
+            code="websocket_required",
+        )
+    keyed = _with_key(request)
+    caller = await authorise_call(keyed)
+    # As POST /v1/realtime/calls: the secret's policy, a model override it allows.
+    session, policy = split_policy(caller.session)
+    model = request.query.get("model")
+    if model:
+        if policy is not None:
+            try:
+                policy.check_session({"model": model}, "session")
+            except PolicyDenied as denied:
+                raise InvalidRequest(denied.message, code=DENIED, param="model") from None
+        session = {**session, "model": model}
+    session = complete_session(session, settings.openai_model)
+    limits = app[RATE_LIMITS]
+    key = _key_of(keyed)
+    limits.check_call(key, _address_of(keyed))
+    layout = app[SHARD]
+    call = app[REGISTRY].new_call(
+        settings, app[CONNECTOR], app[ICE], layout.new_call_id() if layout.sharded else None
+    )
+    call.bridge.policy = policy
+    limits.call_opened(call, key)
+    app[CALL_OWNERS].opened(call, caller)
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        await call.close("setup_failed", notify=False)
+        raise
+
+    legs: list[WebSocketCallerLeg] = []
+
+    def leg(on_ended: Callable[[str], None]) -> CallerLeg:
+        legs.append(WebSocketCallerLeg(ws, call_id=call.id, on_ended=on_ended))
+        return legs[-1]
+
+    call_request = CallRequest(
+        offer_sdp="",
+        session=session,
+        user_agent=_printable(request.headers.get("User-Agent", "")[:300]),
+        record=request.query.get("record", "") in ("1", "true"),
+        caller=leg,
+        sends_audio=True,
+    )
+    try:
+        await call.start(call_request)
+    except RelayError:
+        return ws  # the caller was sent the error event; the call closed the socket
+    legs[0].announce()
+    await call.wait_closed()
+    return ws
+
+
+async def check_facts(request: web.Request) -> web.StreamResponse:
+    """What a network administrator needs to let a call through to this relay; opened
+    as a WebSocket, an echo the check page times its round trips on."""
+    if web.WebSocketResponse().can_prepare(request).ok:
+        return await check_echo(request)
+    settings = request.app[SETTINGS]
+    ice = request.app[ICE]
+    facts: dict[str, Any] = {
+        "server_time": time.time(),
+        "tls": bool(settings.tls_cert),
+        "websocket_path": SOCKET_PATH,
+        "ice": {
+            "udp": True,
+            "udp_ports": list(ice.udp_ports) if ice.udp_ports else None,
+            "tcp": ice.mux is not None,
+            "tcp_port": ice.tcp_port if ice.mux is not None else None,
+            "announced_addresses": list(ice.public_addresses),
+        },
+    }
+    return web.json_response(facts, headers={"Cache-Control": "no-store"})
+
+
+async def check_echo(request: web.Request) -> web.StreamResponse:
+    """Echoes a few small text messages (the check page's round trips), then closes."""
+    ws = web.WebSocketResponse(max_msg_size=ECHO_MAX_BYTES, receive_timeout=ECHO_SECS)
+    await ws.prepare(request)
+    started, count = time.monotonic(), 0
+    try:
+        async for message in ws:
+            if message.type != WSMsgType.TEXT or count >= ECHO_MAX_MESSAGES:
+                break
+            if time.monotonic() - started > ECHO_SECS:
+                break
+            count += 1
+            await ws.send_str(message.data)
+    except TimeoutError:
+        pass
+    await ws.close()
+    return ws
+
+
+async def check_webrtc(request: web.Request) -> web.Response:
+    """An SDP offer (a data channel only) -> an answer whose channel echoes text."""
+    settings = request.app[SETTINGS]
+    checks = request.app[CHECK_PCS]
+    if len(checks) >= MAX_CHECKS:
+        raise Overloaded("Too many connectivity checks at once; try again shortly.")
+    offer = validate_offer(
+        (await request.content.read(settings.max_sdp_bytes + 1)).decode("utf-8", "replace"),
+        max_bytes=settings.max_sdp_bytes,
+    )
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    checks.add(pc)
+    closing = asyncio.get_running_loop().call_later(CHECK_PC_SECS, _close_check, checks, pc)
+
+    @pc.on("datachannel")
+    def echo(channel: Any) -> None:
+        channel.on("message", lambda message: channel.send(message))
+
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        aiortc_patches.adopt(pc, request.app[ICE].caller_plan())
+        await pc.setLocalDescription(await pc.createAnswer())
+    except Exception as exc:
+        closing.cancel()
+        _close_check(checks, pc)
+        raise InvalidRequest(f"The check's offer could not be answered: {exc}") from None
+    return web.Response(text=pc.localDescription.sdp, content_type="application/sdp")
+
+
+def _close_check(checks: set[RTCPeerConnection], pc: RTCPeerConnection) -> None:
+    if pc in checks:
+        checks.discard(pc)
+        task = asyncio.ensure_future(pc.close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+async def _close_checks(app: web.Application) -> None:
+    checks = app[CHECK_PCS]
+    pcs = list(checks)
+    checks.clear()
+    await asyncio.gather(*(pc.close() for pc in pcs), return_exceptions=True)
+
+
+async def check_page(request: web.Request) -> web.StreamResponse:
+    """The page (one of the browser client's files, also under ``/web/``)."""
+    page = Path(request.app[SETTINGS].web_root or DEFAULT_WEB_ROOT) / "check.html"
+    if not page.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(page, headers={"Cache-Control": "no-cache"})

@@ -3,8 +3,12 @@
 Messages are forwarded as the exact text received (no re-serialisation), after a
 cheap check: a browser's message must be a JSON object with a string ``type`` and
 no larger than ``max_event_bytes``; otherwise the browser gets an OpenAI-style
-``error`` event and nothing is forwarded. Messages that arrive before the other side's
-channel is open wait in a bounded queue and are flushed in order when it opens."""
+``error`` event and nothing is forwarded. A call opened with a client secret carries its
+policy (:mod:`relay.policy`): a browser event it refuses gets an ``error`` event
+(``relay_policy_denied``), is counted and tapped as ``relay.policy_denied``, and is never
+forwarded; server events it hides never reach the browser (observers still see them).
+Messages that arrive before the other side's channel is open wait in a bounded queue and
+are flushed in order when it opens."""
 
 from __future__ import annotations
 
@@ -15,10 +19,12 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc import RTCDataChannel
 
+from . import jsontext
+from .policy import DENIED, PolicyDenied, SessionPolicy
 from .taps import Role, TappedEvent, TranscriptEntry
 
 logger = logging.getLogger(__name__)
@@ -54,46 +60,27 @@ def transcript_entry(event: TappedEvent) -> TranscriptEntry | None:
     )
 
 
-def _depth(value: object, limit: int) -> int:
-    """Nesting depth of parsed JSON, counting no further than ``limit + 1``."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, level)
-            if level > limit:
-                return level
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, level + 1) for child in children)
-    return deepest
-
-
 def parse_event(text: str) -> tuple[dict[str, Any] | None, tuple[str, str]]:
     """A data-channel message as a JSON object with a string ``type``, or why not.
 
-    Whatever passes can be re-encoded as UTF-8 JSON by any observer: no lone
-    surrogates, no nesting deeper than :data:`MAX_EVENT_DEPTH`."""
+    Whatever passes can be re-encoded as strict UTF-8 JSON by any observer (see
+    :mod:`relay.jsontext`): no NaN, no lone surrogates, no absurd nesting."""
     try:
         text.encode("utf-8")
-        event = json.loads(text)
+        event = jsontext.loads(text, MAX_EVENT_DEPTH)
     except UnicodeEncodeError:
         return None, ("invalid_event", "The event contains text that is not valid Unicode.")
-    except RecursionError:
-        return None, ("invalid_event", "The event is nested too deeply.")
-    except ValueError:
-        return None, ("invalid_json", "The event is not valid JSON.")
+    except jsontext.NotStrictJson as exc:
+        code = "invalid_json" if str(exc).startswith("not valid JSON") else "invalid_event"
+        return None, (code, f"The event is {exc}.")
     if not isinstance(event, dict) or not isinstance(event.get("type"), str):
         return None, ("invalid_event", "The event must be a JSON object with a string 'type'.")
-    if _depth(event, MAX_EVENT_DEPTH) > MAX_EVENT_DEPTH:
-        return None, ("invalid_event", f"The event nests deeper than {MAX_EVENT_DEPTH} levels.")
-    try:  # a lone surrogate written as a JSON escape ("\\ud800") is caught here
-        json.dumps(event, ensure_ascii=False).encode("utf-8")
-        return event, ("", "")
-    except UnicodeEncodeError:
-        return None, ("invalid_event", "The event contains text that is not valid Unicode.")
+    return event, ("", "")
 
 
-def error_event(code: str, message: str, event_id: str | None = None) -> str:
+def error_event(
+    code: str, message: str, event_id: str | None = None, param: str | None = None
+) -> str:
     """An ``error`` server event in OpenAI's shape."""
     return json.dumps(
         {
@@ -103,11 +90,30 @@ def error_event(code: str, message: str, event_id: str | None = None) -> str:
                 "type": "invalid_request_error",
                 "code": code,
                 "message": message,
-                "param": None,
+                "param": param,
                 "event_id": event_id,
             },
         }
     )
+
+
+#: The type of the tapped value that tells observers a client event was refused by
+#: the call's policy (direction ``client``; never forwarded to OpenAI).
+POLICY_DENIED_EVENT = "relay.policy_denied"
+#: Refused events up to this size are shown whole to observers.
+_SHOWN_DENIED_BYTES = 4096
+
+
+class EventChannel(Protocol):
+    """What the bridge uses of a channel: an ``RTCDataChannel``, or a caller leg's
+    adapter of another carrier (the WebSocket leg's :class:`SocketChannel`)."""
+
+    @property
+    def readyState(self) -> str: ...  # RTCDataChannel's name
+
+    def send(self, message: str) -> None: ...
+
+    def on(self, name: str, handler: Callable[..., Any]) -> Any: ...
 
 
 class _Side:
@@ -115,7 +121,7 @@ class _Side:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.channel: RTCDataChannel | None = None
+        self.channel: RTCDataChannel | EventChannel | None = None
         self.pending: collections.deque[str] = collections.deque()
         self.dropped = 0
         self.sent = 0
@@ -154,16 +160,26 @@ class EventBridge:
         self._max_bytes = max_event_bytes
         self.caller = _Side("caller")
         self.upstream = _Side("upstream")
+        #: Browser events not forwarded: malformed ones and policy refusals.
         self.rejected = 0
+        #: Of those, the ones the call's policy refused.
+        self.policy_denied = 0
+        #: Server events kept from the browser by the call's policy.
+        self.hidden = 0
+        #: What the browser may send and see (a client secret's policy); ``None``: all.
+        self.policy: SessionPolicy | None = None
 
-    def attach_caller(self, channel: RTCDataChannel) -> None:
+    def attach_caller(self, channel: RTCDataChannel | EventChannel) -> None:
         self._attach(self.caller, channel, self._from_caller)
 
     def attach_upstream(self, channel: RTCDataChannel) -> None:
         self._attach(self.upstream, channel, self._from_upstream)
 
     def _attach(
-        self, side: _Side, channel: RTCDataChannel, handler: Callable[[str | bytes], None]
+        self,
+        side: _Side,
+        channel: RTCDataChannel | EventChannel,
+        handler: Callable[[str | bytes], None],
     ) -> None:
         side.channel = channel
         channel.on("message", handler)
@@ -194,14 +210,50 @@ class EventBridge:
             self.rejected += 1
             self.caller.send(error_event(*problem, event_id=_event_id_of(message)))
             return
+        if self.policy is not None:
+            try:
+                self.policy.check_client(event)
+            except PolicyDenied as denied:
+                self._deny(event, message, denied)
+                return
         self._tap(TappedEvent("client", event["type"], event, message, time.time()))
         self.upstream.send(message)
+
+    def send_trusted(self, event: dict[str, Any], text: str) -> None:
+        """A client event from a trusted party (the app backend's sideband): no policy,
+        tapped like the browser's, then forwarded upstream in order."""
+        self._tap(TappedEvent("client", event["type"], event, text, time.time()))
+        self.upstream.send(text)
+
+    def _deny(self, event: dict[str, Any], message: str, denied: PolicyDenied) -> None:
+        """Refuse a browser event: an ``error`` back, counted, and shown to observers."""
+        self.rejected += 1
+        self.policy_denied += 1
+        event_id = event.get("event_id")
+        event_id = event_id if isinstance(event_id, str) else None
+        self.caller.send(error_event(DENIED, denied.message, event_id, denied.param))
+        data: dict[str, Any] = {
+            "type": POLICY_DENIED_EVENT,
+            "event_type": event["type"],
+            "event_id": event_id,
+            "param": denied.param,
+            "message": denied.message,
+        }
+        if len(message) <= _SHOWN_DENIED_BYTES:
+            data["event"] = event
+        self._tap(TappedEvent("client", POLICY_DENIED_EVENT, data, json.dumps(data), time.time()))
 
     def _from_upstream(self, message: str | bytes) -> None:
         text = message if isinstance(message, str) else message.decode("utf-8", "replace")
         event, _ = parse_event(text)
         if event is not None:  # observers see only what they can encode
             self._tap(TappedEvent("server", event["type"], event, text, time.time()))
+            if self.policy is not None and self.policy.filters_server_events:
+                shown = self.policy.server_view(event, text)
+                if shown is None:
+                    self.hidden += 1
+                    return
+                text = shown
         self.caller.send(text)
 
 

@@ -3,16 +3,29 @@ hangup, and the original ``/api/realtime/session`` (direct mode, off by default)
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 import aiohttp
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
+from .. import jsontext
 from ..auth import Caller, CallOwners, bearer_token, describe_token, same_secret
-from ..call import CallRequest
+from ..call import Call, CallRequest
+from ..emulator.errors import ApiError
+from ..emulator.session_config import validate_ga_session
+from ..emulator.session_schema import GA_CLIENT_SECRET_REQUEST
 from ..errors import InvalidRequest, NotFound, PayloadTooLarge, Unauthorized
+from ..policy import (
+    DENIED,
+    RELAY_FIELD,
+    PolicyDenied,
+    SessionPolicy,
+    normalise_relay_field,
+    split_policy,
+)
+from ..ratelimit import RateLimits
 from ..sdp import validate_offer
 from ..upstream.session_config import complete_session, merge_sessions
 from .state import CLIENT_SECRETS, CONNECTOR, ICE, REGISTRY, SETTINGS, SHARD, SHARD_CLIENT
@@ -26,10 +39,20 @@ MAX_JSON_DEPTH = 64
 
 #: Which client secret opened each of this process's calls.
 CALL_OWNERS = web.AppKey("call_owners", CallOwners)
+#: Minting and call creation limits (``RATE_LIMITS.refused`` counts the 429s).
+RATE_LIMITS = web.AppKey("rate_limits", RateLimits)
 
 
 def setup_realtime_routes(app: web.Application) -> None:
     app[CALL_OWNERS] = CallOwners()
+    settings = app[SETTINGS]
+    app[RATE_LIMITS] = RateLimits.of(
+        mint_per_min=settings.rate_mint_per_min,
+        mint_per_address_per_min=settings.rate_mint_per_address_per_min,
+        calls_per_min=settings.rate_calls_per_min,
+        calls_per_address_per_min=settings.rate_calls_per_address_per_min,
+        max_concurrent_calls_per_key=settings.max_calls_per_key,
+    )
     app.router.add_post("/v1/realtime/client_secrets", create_client_secret)
     app.router.add_post("/v1/realtime/calls", create_call)
     app.router.add_post("/v1/realtime/calls/{call_id}/hangup", hangup_call)
@@ -65,7 +88,8 @@ async def _mint_client_secret(request: web.Request) -> web.Response:
     expires_after = body.get("expires_after")
     if expires_after is not None:
         ttl = _ttl_from(expires_after)
-    session = complete_session(body.get("session"), settings.openai_model)
+    session = _checked_session(body, settings.openai_model)
+    request.app[RATE_LIMITS].check_mint(_key_of(request), _address_of(request))
     secret = request.app[CLIENT_SECRETS].mint(session, ttl)
     payload = {
         "value": secret.value,
@@ -73,6 +97,40 @@ async def _mint_client_secret(request: web.Request) -> web.Response:
         "session": {"object": "realtime.session", **session},
     }
     return web.json_response(payload)
+
+
+def _checked_session(body: dict[str, Any], default_model: str) -> dict[str, Any]:
+    """The session of a mint request, checked as OpenAI checks it (the first problem,
+    with its ``param``), completed, and carrying its whole relay policy."""
+    given = body.get("session")
+    if given is not None and not isinstance(given, dict):
+        raise InvalidRequest(
+            "Invalid type for 'session': expected an object.", code="invalid_type", param="session"
+        )
+    given = given or {}
+    relay = normalise_relay_field(given)
+    openai_part = {k: v for k, v in given.items() if k != RELAY_FIELD}
+    try:
+        GA_CLIENT_SECRET_REQUEST.check({**body, "session": {}}, "")
+        session = complete_session(openai_part, default_model)
+        validate_ga_session(session)
+    except ApiError as exc:
+        raise InvalidRequest(exc.message, code=exc.code, param=exc.param) from None
+    return {**session, RELAY_FIELD: relay}
+
+
+def _key_of(request: web.Request) -> str:
+    """The credential a limit counts against: a client secret, the API key, or open."""
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None:
+        return "open"
+    if same_secret(token, request.app[SETTINGS].relay_api_key):
+        return "api_key"
+    return "secret:" + token
+
+
+def _address_of(request: web.Request) -> str:
+    return request.remote or "unknown"
 
 
 def _ttl_from(expires_after: Any) -> int:
@@ -102,20 +160,28 @@ async def create_call(request: web.Request) -> web.Response:
     """SDP offer in, 201 + SDP answer + Location out, once OpenAI's leg is up."""
     app = request.app
     settings = app[SETTINGS]
-    caller = await _authorise_call(request)
+    caller = await authorise_call(request)
     offer, session_part = await _read_offer(request, settings.max_sdp_bytes)
-    session = caller.session
-    if session_part is not None:
-        session = merge_sessions(session, session_part)
+    base, policy = split_policy(caller.session)
     model = request.query.get("model")
+    override = dict(session_part or {})
     if model:
-        session = {**session, "model": model}
+        override["model"] = model
+    if policy is not None:
+        try:
+            policy.check_session(override, "session")
+        except PolicyDenied as denied:
+            raise InvalidRequest(denied.message, code=DENIED, param=denied.param) from None
+    session = merge_sessions(base, override)
+    session, extra_policy = split_policy(session)  # a trusted caller's own "relay" field
+    policy = policy or extra_policy
     session = complete_session(session, settings.openai_model)
-    layout = app[SHARD]
-    call = app[REGISTRY].new_call(
-        settings, app[CONNECTOR], app[ICE], layout.new_call_id() if layout.sharded else None
-    )
-    app[CALL_OWNERS].opened(call, caller)
+    if session_part is not None:
+        try:
+            validate_ga_session(session)
+        except ApiError as exc:
+            raise InvalidRequest(exc.message, code=exc.code, param=exc.param) from None
+    call = admit_call(request, caller, policy)
     call_request = CallRequest(
         offer_sdp=offer,
         session=session,
@@ -131,6 +197,24 @@ async def create_call(request: web.Request) -> web.Response:
     )
 
 
+def admit_call(request: web.Request, caller: Caller, policy: SessionPolicy | None) -> Call:
+    """A new call for ``caller`` (any transport): rate limits and concurrency checked,
+    the caller's policy on its event bridge, its owner noted."""
+    app = request.app
+    settings = app[SETTINGS]
+    limits = app[RATE_LIMITS]
+    key = "secret:" + caller.secret if caller.secret is not None else caller.kind
+    limits.check_call(key, _address_of(request))
+    layout = app[SHARD]
+    call = app[REGISTRY].new_call(
+        settings, app[CONNECTOR], app[ICE], layout.new_call_id() if layout.sharded else None
+    )
+    call.bridge.policy = policy
+    limits.call_opened(call, key)
+    app[CALL_OWNERS].opened(call, caller)
+    return call
+
+
 async def hangup_call(request: web.Request) -> web.Response:
     """End a call: the client secret that opened it may, and so may the relay API key
     and the admin token (any call). Another secret's call is not found."""
@@ -139,7 +223,7 @@ async def hangup_call(request: web.Request) -> web.Response:
     if token is not None and same_secret(token, settings.admin_token):
         caller = Caller("admin", {})
     else:
-        caller = await _authorise_call(request)
+        caller = await authorise_call(request)
     call = request.app[REGISTRY].get_call(request.match_info["call_id"])
     if call is None or not request.app[CALL_OWNERS].may_end(call, caller):
         raise NotFound("No call found with that id.", code="call_not_found", param="call_id")
@@ -147,7 +231,7 @@ async def hangup_call(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
-async def _authorise_call(request: web.Request) -> Caller:
+async def authorise_call(request: web.Request) -> Caller:
     settings = request.app[SETTINGS]
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
@@ -234,7 +318,7 @@ async def _read_multipart_offer(
                 sdp = bytes(data).decode("utf-8", "replace")
             else:
                 session = _parse_session_part(bytes(data))
-    except (ValueError, AssertionError) as exc:
+    except (ValueError, AssertionError, BadHttpMessage) as exc:
         raise InvalidRequest(f"Malformed multipart body: {exc}", code="invalid_body") from None
     if sdp is None:
         raise InvalidRequest("The multipart body has no 'sdp' part.", param="sdp")
@@ -279,23 +363,8 @@ async def _read_json(request: web.Request, *, optional: bool = False) -> dict[st
 
 
 def _loads(data: bytes) -> Any:
-    """Parsed JSON, or a ``ValueError`` saying what it is instead ("not valid JSON")."""
-    too_deep = ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
-    try:
-        value = json.loads(data)
-    except RecursionError:
-        raise too_deep from None
-    except ValueError:
-        raise ValueError("not valid JSON") from None
-    pending: list[tuple[Any, int]] = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, dict | list):
-            if depth > MAX_JSON_DEPTH:
-                raise too_deep
-            children = item.values() if isinstance(item, dict) else item
-            pending.extend((child, depth + 1) for child in children)
-    return value
+    """Parsed strict JSON, or a ``ValueError`` saying what it is instead."""
+    return jsontext.loads(data, MAX_JSON_DEPTH)
 
 
 # -- the original direct mode ----------------------------------------------------------

@@ -8,6 +8,7 @@ PYTEST_ARGS ?=
 
 # Set up and run the relay (built-in OpenAI emulator unless OPENAI_API_KEY is set).
 run: setup
+	scripts/install-system-deps.sh --run
 	$(BIN)/realtime-relay serve
 
 # Set up everything the tests need, then lint, type-check and run the whole suite.

@@ -72,6 +72,12 @@ def emulator_settings_from(env: Mapping[str, str], args: argparse.Namespace) -> 
         ),
         strict_consent=_flag(env, "RELAY_EMULATOR_STRICT_CONSENT", defaults.strict_consent),
         allow_secret_reuse=_flag(env, "RELAY_EMULATOR_SECRET_REUSE", defaults.allow_secret_reuse),
+        # On by default where a person runs it (make run): they hear their own words back.
+        recognition=_flag(env, "RELAY_EMULATOR_RECOGNITION", True),
+        recognition_timeout_secs=float(
+            env.get("RELAY_EMULATOR_RECOGNITION_TIMEOUT_SECS", defaults.recognition_timeout_secs)
+        ),
+        real_voice=_flag(env, "RELAY_EMULATOR_REAL_VOICE", True),
     )
 
 
@@ -181,7 +187,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 
 def _serve(settings: Settings) -> None:
-    problems = check(settings)
+    from . import turn
+
+    problems = check(settings) + turn.check(settings)
     if problems:
         raise SystemExit("; ".join(problems))
     from .embedded import build_app

@@ -171,7 +171,10 @@ class Settings:
     )
     max_sdp_bytes: int = setting(64 * 1024, "RELAY_MAX_SDP_BYTES", "largest SDP offer accepted")
     max_event_bytes: int = setting(
-        1024 * 1024, "RELAY_MAX_EVENT_BYTES", "largest data-channel event forwarded from a browser"
+        256 * 1024,
+        "RELAY_MAX_EVENT_BYTES",
+        "largest data-channel event forwarded from a browser (at most the 256 KiB SCTP "
+        "message size the relay advertises)",
     )
     media_timeout_secs: float = setting(
         5.0, "RELAY_MEDIA_TIMEOUT_SECS", "a caller whose audio stops this long is hung up"
@@ -236,6 +239,76 @@ class Settings:
     )
     web_root: str = setting(
         "", "RELAY_WEB_ROOT", "folder of the browser client", shown="`web/` beside the package"
+    )
+    turn_urls: tuple[str, ...] = setting(
+        (),
+        "RELAY_TURN_URLS",
+        "comma-separated TURN URLs handed to the relay's web client with short-lived "
+        "credentials (`POST /api/turn_credentials`), e.g. "
+        "`turn:turn.example.com:3478?transport=udp,turns:turn.example.com:443?transport=tcp`",
+    )
+    turn_secret: Secret | None = setting(
+        None,
+        "RELAY_TURN_SECRET",
+        "coturn's `static-auth-secret` (its REST-API scheme): the relay mints TURN "
+        "credentials with it",
+    )
+    turn_ttl_secs: int = setting(3600, "RELAY_TURN_TTL_SECS", "lifetime of minted TURN credentials")
+    drain_timeout_secs: float = setting(
+        0.0,
+        "RELAY_DRAIN_TIMEOUT_SECS",
+        "on SIGTERM or `POST /admin/drain`: new calls get 503 and `/readyz` says draining, "
+        "running calls may go on this long before they are ended (`shutdown`); 0 ends them "
+        "at once. Kubernetes: `terminationGracePeriodSeconds` above this plus "
+        "`RELAY_SHUTDOWN_TIMEOUT_SECS`",
+    )
+    rate_mint_per_min: float = setting(
+        1200.0,
+        "RELAY_RATE_MINT_PER_MIN",
+        "client secrets minted per minute per API key (a minute's worth may come at once; "
+        "0: no limit); over it: `429` with `Retry-After`",
+    )
+    rate_mint_per_address_per_min: float = setting(
+        300.0,
+        "RELAY_RATE_MINT_PER_ADDRESS_PER_MIN",
+        "client secrets minted per minute per client address (0: no limit)",
+    )
+    rate_calls_per_min: float = setting(
+        300.0,
+        "RELAY_RATE_CALLS_PER_MIN",
+        "calls created per minute per key (a client secret, or the API key; 0: no limit)",
+    )
+    rate_calls_per_address_per_min: float = setting(
+        120.0,
+        "RELAY_RATE_CALLS_PER_ADDRESS_PER_MIN",
+        "calls created per minute per client address (0: no limit)",
+    )
+    max_calls_per_key: int = setting(
+        0,
+        "RELAY_MAX_CALLS_PER_KEY",
+        "concurrent calls per key (a client secret, or the API key) before `429` (0: no limit)",
+        shown="`0` (no limit)",
+    )
+    tool_webhook_url: str = setting(
+        "",
+        "RELAY_TOOL_WEBHOOK_URL",
+        "the relay POSTs every tool call of every call here (signed with "
+        "`RELAY_WEBHOOK_SECRET`) and gives the model the answer; unset: tool calls are the "
+        "browser's or the sideband's to answer",
+        shown="unset",
+    )
+    tool_webhook_timeout_secs: float = setting(
+        5.0,
+        "RELAY_TOOL_WEBHOOK_TIMEOUT_SECS",
+        "bound on one tool webhook POST; past it the model is told the tool failed",
+    )
+    max_loop_load: float = setting(
+        0.7,
+        "RELAY_MAX_LOOP_LOAD",
+        "a shard refuses a call (503) that would take its event loop's load over this: "
+        "the fraction of the time the loop is busy in its callbacks or waiting for a CPU "
+        "(median over the last 2 s; the built-in emulator's work counts) plus one call's "
+        "average share; 0 turns it off",
     )
     #: Emulator used when ``openai_api_key`` is ``None``.
     emulator: EmulatorSettings = field(default_factory=EmulatorSettings)

@@ -40,8 +40,16 @@ class CallRegistry:
         #: calls already here are close to losing audio, so new ones go elsewhere.
         self.loop_lag_secs = loop_lag_secs
         self._max_lag = max_loop_lag_secs
+        #: Recent load of the event-loop thread, 0..1 (set with :meth:`limit_loop_load`).
+        self._loop_load: Callable[[], float] | None = None
+        self._max_load = 0.0
         self._ticker: asyncio.Task[None] | None = None
         self.draining = False
+        #: Unix time at which a drain ends the calls still running (``None``: no drain).
+        self.drain_deadline: float | None = None
+        self._drain: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._drain_cut_short = False
 
     @property
     def observers(self) -> list[CallObserver]:
@@ -63,9 +71,29 @@ class CallRegistry:
     def full(self) -> bool:
         return bool(self._max_calls) and len(self._calls) >= self._max_calls
 
+    def limit_loop_load(self, load: Callable[[], float], max_load: float) -> None:
+        """Also refuse a call that would take the event loop's load over ``max_load``
+        (0: never). ``load()`` is how much of the recent time the loop was busy in its
+        callbacks or waiting for a CPU (0..1); with one more call it would be that plus
+        the average share of a call here. The load rises well before the loop lags: calls would lose
+        audio first."""
+        self._loop_load = load
+        self._max_load = max_load
+
     @property
     def lagging(self) -> bool:
-        return self.loop_lag_secs is not None and self.loop_lag_secs() > self._max_lag
+        """The event loop is too late, or would be with one more call."""
+        if self.loop_lag_secs is not None and self.loop_lag_secs() > self._max_lag:
+            return True
+        return bool(self._max_load) and self.projected_loop_load() > self._max_load
+
+    def projected_loop_load(self) -> float:
+        """The loop's load with one more call: its load now, plus that divided among the
+        calls here (an overestimate: the idle loop's share is counted as the calls')."""
+        if self._loop_load is None:
+            return 0.0
+        load, calls = self._loop_load(), len(self._calls)
+        return load * (calls + 1) / calls if calls else load
 
     def new_call(
         self,
@@ -89,6 +117,8 @@ class CallRegistry:
 
     def discard(self, call: Call) -> None:
         self._calls.pop(call.id, None)
+        if not self._calls:
+            self._idle.set()
 
     def get(self, call_id: str) -> CallView | None:
         return self._calls.get(call_id)
@@ -128,10 +158,50 @@ class CallRegistry:
                     if isinstance(result, Exception):
                         logger.warning("call %s: stats failed: %r", call.id, result)
 
+    # -- draining and shutdown ------------------------------------------------------
+
+    def start_drain(self, timeout_secs: float, close_timeout_secs: float) -> asyncio.Task[None]:
+        """Stop admitting calls (``admit`` refuses, ``/readyz`` says draining) and let
+        the running ones end on their own for up to ``timeout_secs``; then close what is
+        left as ``shutdown``, bounded by ``close_timeout_secs``. Idempotent: a second
+        drain (``POST /admin/drain`` then SIGTERM) is the same drain, same deadline."""
+        self.draining = True
+        if self._drain is None:
+            self.drain_deadline = time.time() + timeout_secs
+            self._drain = asyncio.ensure_future(self._drain_calls(timeout_secs, close_timeout_secs))
+        return self._drain
+
+    async def _drain_calls(self, timeout_secs: float, close_timeout_secs: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_secs
+        if self._calls:
+            logger.info("draining: %d call(s) may run for up to %.0f s", len(self), timeout_secs)
+        while (
+            self._calls and not self._drain_cut_short and (remaining := deadline - loop.time()) > 0
+        ):
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), remaining)
+        if self._calls:
+            logger.info("drain bound reached: ending %d call(s)", len(self))
+            await self._close_calls("shutdown", close_timeout_secs)
+        logger.info("drained: no call left")
+
     async def close_all(self, outcome: str, timeout_secs: float) -> None:
         """Close every call (both legs, tasks awaited), bounded by ``timeout_secs``,
         then stop the ticker."""
         self.draining = True
+        drain = self._drain
+        if drain is not None and not drain.done():
+            # Shutdown does not wait for the drain's bound: the drain ends its calls now.
+            self._drain_cut_short = True
+            self._idle.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(drain), timeout_secs)
+        await self._close_calls(outcome, timeout_secs)
+        await self.stop()
+
+    async def _close_calls(self, outcome: str, timeout_secs: float) -> None:
         calls = list(self._calls.values())
         if calls:
             logger.info("closing %d call(s): %s", len(calls), outcome)
@@ -142,7 +212,6 @@ class CallRegistry:
             await asyncio.gather(*closing, return_exceptions=True)
             if pending:
                 logger.warning("%d call(s) did not close within %.1f s", len(pending), timeout_secs)
-        await self.stop()
 
     async def stop(self) -> None:
         """Stop the ticker (idempotent)."""

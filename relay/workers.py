@@ -56,7 +56,11 @@ def serve_sharded(settings: Settings, workers: int, log_level: int) -> None:
                     time.sleep(RESTART_BACKOFF_SECS)
                     processes[layout.index] = start(layout)
     finally:
-        _stop_all(list(processes.values()), settings.shutdown_timeout_secs + 5)
+        # Each shard drains first (RELAY_DRAIN_TIMEOUT_SECS), then closes its calls.
+        _stop_all(
+            list(processes.values()),
+            settings.drain_timeout_secs + settings.shutdown_timeout_secs + 5,
+        )
         shutil.rmtree(socket_dir, ignore_errors=True)
 
 

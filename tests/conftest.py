@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from support import espeak  # noqa: E402
 
 pytest_plugins = ["relay_fixtures"]
+
+# Relay and emulator processes the tests start inherit this: speech recognition and the
+# espeak voice of the emulator cost CPU the other tests need (the speech tests turn them
+# on in their own EmulatorSettings).
+os.environ.setdefault("RELAY_EMULATOR_RECOGNITION", "0")
+os.environ.setdefault("RELAY_EMULATOR_REAL_VOICE", "0")
+# Admission by event-loop load is tested on its own (tests/test_admission.py); the relay
+# processes other tests start share 2 cores with Chromium and each other.
+os.environ.setdefault("RELAY_MAX_LOOP_LOAD", "0")
 
 SPEECH_TEXT = "Hello there. I would like to know what the weather will be like tomorrow."
 

@@ -24,6 +24,7 @@ BASE_SETTINGS = Settings(
     # The tests share 2 cores with Chromium and each other: admission by loop lag is
     # tested on its own (tests/test_admission.py), not left to chance here.
     max_loop_lag_ms=2000.0,
+    max_loop_load=0.0,
     emulator=EmulatorSettings(ice_addresses=("127.0.0.1",)),
 )
 

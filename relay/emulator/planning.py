@@ -3,8 +3,15 @@
 The agent's reply is derived from the last input: ``"You spoke for 2.3 seconds."``,
 ``"You said: <text>"``, ``"The tool returned: <output>"``... A response's
 ``instructions`` containing a line ``Say: <text>`` make it say exactly ``<text>`` (a
-hook for tests that need a given reply length). The emulator never chooses a tool on
-its own: it calls one only when ``tool_choice`` forces it.
+hook for tests that need a given reply length).
+
+Tool calls are deterministic: a function is called when ``tool_choice`` requires it
+(``required`` or naming it), or, with ``auto``, when the last user message's words name
+it: its name (``get_weather``, ``get weather``), a word of its name of four letters or
+more (``weather``), or its whole description. The arguments are ``{}`` plus, for each
+string parameter the user's words name as ``<parameter> <value>`` or
+``<parameter>: <value>``, that value. The response then ends (``status: completed``)
+and the emulator waits for a ``function_call_output`` and a ``response.create``.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any
 
 from . import ids
 from .conversation import Conversation, Entry, validate_client_item
+from .hearing import answer
 from .responses import INPUT_AUDIO_MS_PER_TOKEN, ResponsePlan, text_tokens
 from .schema import invalid_value
 from .session_config import SessionConfig, parse_tool_choice
@@ -131,25 +139,80 @@ def check_response_request(
 def forced_function(
     tools: list[Any], tool_choice: Any, entries: list[Entry]
 ) -> tuple[str, str] | None:
-    """A forced tool call (``tool_choice`` required or naming a function) unless the
-    last input already is a function result; the emulator never chooses on its own."""
+    """The function a response calls (see the module's doc), unless the last input
+    already is a function result; ``None``: it speaks."""
     functions = [
         t
         for t in tools
         if isinstance(t, dict) and t.get("type", "function") == "function" and t.get("name")
     ]
-    if not functions:
+    if not functions or tool_choice == "none":
         return None
     if entries and entries[-1].item.get("type") == "function_call_output":
         return None
+    said = _last_user_text(entries)
     named = parse_tool_choice(tool_choice)
-    if named is None and tool_choice not in ("required",):
-        if isinstance(tool_choice, str) and tool_choice not in ("auto", "none"):
-            named = tool_choice  # beta: a function name as a string
-        else:
+    if named is None and isinstance(tool_choice, str) and tool_choice not in ("auto", "required"):
+        named = tool_choice  # beta: a function name as a string
+    if named is not None:
+        tool = next((t for t in functions if t["name"] == named), functions[0])
+    elif tool_choice == "required":
+        tool = next((t for t in functions if _names_tool(said, t)), functions[0])
+    else:
+        found = next((t for t in functions if _names_tool(said, t)), None)
+        if found is None:
             return None
-    tool = next((t for t in functions if t["name"] == named), functions[0])
-    return str(tool["name"]), "{}"
+        tool = found
+    return str(tool["name"]), json.dumps(_arguments(tool, said))
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _last_user_text(entries: list[Entry]) -> str:
+    """The words of the last user message (its text, or its audio's transcript)."""
+    for entry in reversed(entries):
+        item = entry.item
+        if item.get("type") != "message" or item.get("role") != "user":
+            continue
+        parts = item.get("content") or []
+        texts = [
+            str(p.get("text") or p.get("transcript") or "") for p in parts if isinstance(p, dict)
+        ]
+        return " ".join(texts)
+    return ""
+
+
+def _names_tool(said: str, tool: dict[str, Any]) -> bool:
+    text = said.lower()
+    if not text.strip():
+        return False
+    name = str(tool["name"]).lower()
+    words = set(_WORD.findall(text))
+    name_words = [w for w in _WORD.findall(name.replace("_", " ")) if len(w) >= 4]
+    description = str(tool.get("description") or "").lower().strip()
+    return (
+        name in text
+        or name.replace("_", " ") in text
+        or any(w in words for w in name_words)
+        or (bool(description) and description in text)
+    )
+
+
+def _arguments(tool: dict[str, Any], said: str) -> dict[str, str]:
+    """String parameters the user named (``city Paris``, ``city: Paris``)."""
+    parameters = tool.get("parameters")
+    properties = parameters.get("properties") if isinstance(parameters, dict) else None
+    if not isinstance(properties, dict):
+        return {}
+    found = {}
+    for name, schema in properties.items():
+        if not isinstance(schema, dict) or schema.get("type", "string") != "string":
+            continue
+        match = re.search(rf"\b{re.escape(str(name))}\s*:?\s+([\w'-]+)", said, re.IGNORECASE)
+        if match:
+            found[str(name)] = match.group(1)
+    return found
 
 
 def _reply_to(entry: Entry) -> str | None:
@@ -164,6 +227,9 @@ def _reply_to(entry: Entry) -> str | None:
         return f"You said: {' '.join(texts)}"
     if entry.extra.get("idle"):
         return "Are you still there?"
+    heard = answer(entry.extra.get("heard") or "")
+    if heard is not None:  # recognised words (EmulatorSettings.recognition)
+        return heard
     speech_ms = int(entry.extra.get("speech_ms", entry.audio_ms))
     if speech_ms > 0:
         return f"You spoke for {speech_ms / 1000.0:.1f} seconds."

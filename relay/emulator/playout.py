@@ -115,6 +115,12 @@ class AgentAudioTrack(MediaStreamTrack):
         if self.on_stopped is not None:
             self.on_stopped(response_id)
 
+    def stop(self) -> None:
+        """End the track and drop the audio still queued (an ended call may be
+        remembered a while; its unplayed speech need not be)."""
+        super().stop()
+        self._segments.clear()
+
     # -- aiortc side --
 
     def _take(self) -> np.ndarray:

@@ -8,22 +8,28 @@ from collections.abc import Callable
 
 from .session import EmulatedCall
 
-#: Calls remembered (live or ended) for inspection by tests.
-KEEP_CALLS = 256
+#: Ended calls remembered for inspection by tests (live calls always are). Each keeps
+#: its closed peer connection and up to 30 s of received audio, so the bound is what
+#: keeps a long-running emulator (the relay's embedded one) flat.
+KEEP_ENDED_CALLS = 16
 
 
 class CallRegistry:
     """``app[SESSIONS]``: the emulator's calls.
 
     * ``active``: live calls by call id (``rtc_...``);
-    * ``calls()``: every call so far, oldest first (the last ``KEEP_CALLS``), including
-      ended ones, whose ``received`` audio and event logs stay readable;
+    * ``calls()``: every live call and the last ``KEEP_ENDED_CALLS`` ended ones, oldest
+      first; an ended call's ``received`` audio and event logs stay readable;
     * ``await wait_for_call(n)``: the n-th call ever created (1-based), once it exists.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep_ended: int = KEEP_ENDED_CALLS) -> None:
         self.active: dict[str, EmulatedCall] = {}
-        self._history: deque[EmulatedCall] = deque(maxlen=KEEP_CALLS)
+        #: Remembered calls by creation number (1-based), oldest first.
+        self._remembered: dict[int, EmulatedCall] = {}
+        self._numbers: dict[str, int] = {}  # live call id -> its creation number
+        self._ended: deque[int] = deque()
+        self._keep_ended = keep_ended
         self.created = 0
         self._changed = asyncio.Event()
 
@@ -31,15 +37,21 @@ class CallRegistry:
         return len(self.active)
 
     def add(self, call: EmulatedCall) -> None:
-        self.active[call.id] = call
-        self._history.append(call)
         self.created += 1
+        self.active[call.id] = call
+        self._remembered[self.created] = call
+        self._numbers[call.id] = self.created
         self._notify()
 
     def discard(self, call: EmulatedCall) -> None:
-        """Forget a live call (it has closed)."""
+        """Forget a live call (it has closed); it stays among the recently ended."""
         if self.active.get(call.id) is call:
             del self.active[call.id]
+            number = self._numbers.pop(call.id, None)
+            if number is not None:
+                self._ended.append(number)
+            while len(self._ended) > self._keep_ended:
+                self._remembered.pop(self._ended.popleft(), None)
             self._notify()
 
     def get(self, call_id: str) -> EmulatedCall | None:
@@ -47,13 +59,13 @@ class CallRegistry:
         call = self.active.get(call_id)
         if call is not None:
             return call
-        return next((c for c in self._history if c.id == call_id), None)
+        return next((c for c in self._remembered.values() if c.id == call_id), None)
 
     def calls(self) -> list[EmulatedCall]:
-        return list(self._history)
+        return list(self._remembered.values())
 
     def latest(self) -> EmulatedCall | None:
-        return self._history[-1] if self._history else None
+        return next(reversed(self._remembered.values()), None)
 
     async def wait_for_call(self, count: int = 1, timeout_secs: float = 10.0) -> EmulatedCall:
         """The ``count``-th call created by this app (1 = the first)."""
@@ -62,10 +74,10 @@ class CallRegistry:
             timeout_secs,
             lambda: f"emulator: {self.created} calls, waited for {count}",
         )
-        index = count - 1 - (self.created - len(self._history))
-        if index < 0:
+        call = self._remembered.get(count)
+        if call is None:
             raise LookupError(f"call #{count} is no longer remembered")
-        return self._history[index]
+        return call
 
     async def wait_idle(self, timeout_secs: float = 10.0) -> None:
         """Until no call is live (e.g. after a hang-up, before asserting)."""

@@ -21,7 +21,7 @@ from .conversation import Conversation, Entry
 from .events import OutputSlot
 from .outlet import Outlet
 from .playout import RATE
-from .voice import speak
+from .voice import speak, utter
 
 #: How much faster than real time the emulated model "generates" audio.
 GENERATION_SPEEDUP = 2.0
@@ -78,6 +78,8 @@ class ResponseRun:
     _part_added: bool = False
     _output_tokens: int = 0
     _previous_item_id: str | None = None
+    #: Speak with espeak-ng (:func:`.voice.utter`) rather than the synthetic voice.
+    real_voice: bool = False
 
     @property
     def id(self) -> str:
@@ -180,7 +182,12 @@ class ResponseRun:
         self._part_added = True
         if plan.audio:
             self.out.track.begin(plan.response_id)
-        for word in speak(plan.text, plan.voice, plan.speed):
+        words = (
+            await utter(plan.text, plan.voice, plan.speed)
+            if plan.audio and self.real_voice
+            else speak(plan.text, plan.voice, plan.speed)
+        )
+        for word in words:
             if plan.audio:
                 word_ms = word.pcm.size * 1000 // RATE
                 tokens = text_tokens(word.text) + math.ceil(word_ms / OUTPUT_AUDIO_MS_PER_TOKEN)

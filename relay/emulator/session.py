@@ -41,6 +41,7 @@ from .sdp import OfferInfo, tweak_answer
 from .session_config import SessionConfig
 from .settings import EmulatorSettings
 from .turns import Dialogue
+from .voice import Senses
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,9 @@ class EmulatedCall:
 
     def _conversation_logic(self) -> tuple[Dialogue, ClientEventHandler]:
         out = Outlet(self.factory, self.send, self.track)
-        dialogue = Dialogue(self.config, out, self.settings.response_delay_secs)
+        dialogue = Dialogue(
+            self.config, out, self.settings.response_delay_secs, Senses.of(self.settings)
+        )
         items = ItemCommands(
             dialogue.conversation, out, self.config.dialect, self._max_message_bytes
         )

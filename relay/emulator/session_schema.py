@@ -258,6 +258,10 @@ GA_RESPONSE = Obj(
         "metadata": Nullable(AnyObject()),
         "input": ListOf(AnyObject()),
         "prompt": _PROMPT,
+        "reasoning": _GA_REALTIME.fields["reasoning"],
+        "parallel_tool_calls": Bool(),
+        "tracing": _TRACING,
+        "truncation": _TRUNCATION,
     }
 )
 BETA_RESPONSE = Obj(

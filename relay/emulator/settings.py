@@ -39,3 +39,13 @@ class EmulatorSettings:
     allow_secret_reuse: bool = True
     #: Seconds between a finished utterance and the first response event.
     response_delay_secs: float = 0.05
+    #: Whether the emulator recognises the caller's words (:mod:`.hearing`: Moonshine,
+    #: offline; ~0.4 s of CPU per second of speech, on every core). Off, or without
+    #: ``moonshine-cpp``, transcripts say "I spoke for N seconds". Off by default (tests,
+    #: load); ``realtime-relay emulator`` turns it on (``RELAY_EMULATOR_RECOGNITION``).
+    recognition: bool = False
+    #: A recognition that takes longer is abandoned (the fallback transcript is used).
+    recognition_timeout_secs: float = 15.0
+    #: Whether the agent speaks with espeak-ng (:mod:`.speaking`) instead of the
+    #: synthetic voice (``RELAY_EMULATOR_REAL_VOICE``, on for ``realtime-relay emulator``).
+    real_voice: bool = False

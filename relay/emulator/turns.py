@@ -27,8 +27,9 @@ from .outlet import Outlet
 from .planning import check_response_request, plan_response
 from .responses import ResponsePlan, ResponseRun
 from .session_config import SessionConfig
-from .transcription import describe_speech, transcribe
+from .transcription import Listener, describe_speech, transcribe
 from .vad import EnergyVad, SpeechStarted, SpeechStopped, threshold_to_dbfs
+from .voice import Senses
 
 #: Input audio kept to cut utterances out of (an utterance longer than this is clipped).
 RECENT_AUDIO_SECS = 32.0
@@ -48,10 +49,22 @@ class _Frame:
 class Dialogue:
     """One session's conversation state and turn-taking."""
 
-    def __init__(self, config: SessionConfig, out: Outlet, response_delay_secs: float) -> None:
+    def __init__(
+        self,
+        config: SessionConfig,
+        out: Outlet,
+        response_delay_secs: float,
+        senses: Senses | None = None,
+    ) -> None:
         self.config = config
         self.out = out
         self.response_delay_secs = response_delay_secs
+        self.senses = senses or Senses()
+        self.listener = (
+            Listener(self.senses.recognition_timeout_secs) if self.senses.hears else None
+        )
+        #: Recognition of the last committed utterance (with ``senses.hears``).
+        self._hearing: asyncio.Task[str | None] | None = None
         self.conversation = Conversation()
         self.vad: EnergyVad | None = None
         # The input timeline (ms): received audio so far, and where the buffer starts.
@@ -194,6 +207,11 @@ class Dialogue:
         announce_item(self.out, previous, item)
         self.buffer_start_ms = end_ms
         self.appended_ms = 0.0
+        heard = None
+        if self.listener is not None:
+            heard = self._hearing = self.listener.hear(entry)
+            self._tasks.add(heard)
+            heard.add_done_callback(self._tasks.discard)
         model = self.config.transcription_model
         if model is not None:
             self._spawn(
@@ -203,6 +221,7 @@ class Dialogue:
                     model=model,
                     with_logprobs=self.config.include_logprobs,
                     out=self.out,
+                    heard=heard,
                 )
             )
         return entry
@@ -214,7 +233,23 @@ class Dialogue:
             return
         if self.active is not None and self.active.generating:
             return  # interrupt_response off: the current response carries on
+        if self._hearing is not None and not self._hearing.done():
+            self._spawn(self._respond_when_heard(self._hearing))
+            return
         self._start_response(self._plan({}, None))
+
+    async def _respond_when_heard(self, heard: asyncio.Task[str | None]) -> None:
+        """An automatic response once the utterance is recognised (its own timeout
+        bounds the wait), after what is left of the response delay."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.wait({heard})
+        if self.closed or (self.active is not None and self.active.generating):
+            return
+        if self.vad is not None and self.vad.in_speech:
+            return  # the caller spoke again: the next turn answers
+        delay = max(self.response_delay_secs - (loop.time() - started), 0.0)
+        self._start_response(self._plan({}, None), delay)
 
     def _on_playback_started(self, response_id: str) -> None:
         self.out.send(self.out.factory.audio_buffer("started", response_id))
@@ -228,14 +263,15 @@ class Dialogue:
             self.active = None
         self.audio_produced = self.audio_produced or run.produced_audio
 
-    def _start_response(self, plan: ResponsePlan) -> ResponseRun:
+    def _start_response(self, plan: ResponsePlan, delay_secs: float | None = None) -> ResponseRun:
         self._cancel_idle()
         run = ResponseRun(
             plan,
             self.out,
             self.conversation,
-            self.response_delay_secs,
+            self.response_delay_secs if delay_secs is None else delay_secs,
             self._on_response_finished,
+            real_voice=self.senses.speaks,
         )
         self._runs[plan.response_id] = run
         while len(self._runs) > KEEP_RUNS:
@@ -366,3 +402,6 @@ class Dialogue:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        # An ended call may be remembered a while (tests read it): keep no audio.
+        self._recent.clear()
+        self._runs.clear()

@@ -1,22 +1,33 @@
-"""The agent's voice: deterministic, speech-like audio for a transcript.
+"""The agent's voice: espeak-ng speech (:mod:`.speaking`) when the emulator speaks
+(:class:`Senses`), else deterministic, speech-like synthetic audio for a transcript.
 
-Not intelligible, but speech-shaped so that everything downstream (Opus, VAD, noise
-suppression, level meters, recorders) sees something like a voice: a voiced harmonic
-source with a falling pitch contour (per-voice f0, 110..210 Hz), shaped by three
-formant resonances that glide between vowel targets, syllable envelopes, fricative
-noise for consonants, and pauses at word and sentence boundaries. Energy sits in the
-300-3400 Hz telephone band. Duration follows the text: ~65 ms per character at
-speed 1.0 (~350 ms per average word), divided by ``speed``.
+:func:`utter` is the one entry point of a response: real speech made off the event
+loop, or the synthetic voice if espeak-ng is off or unavailable. The synthetic voice
+(:func:`speak`, :func:`synthesize`) is not intelligible, but speech-shaped so that
+everything downstream (Opus, VAD, noise suppression, level meters, recorders) sees
+something like a voice: a voiced harmonic source with a falling pitch contour
+(per-voice f0, 110..210 Hz), shaped by three formant resonances that glide between
+vowel targets, syllable envelopes, fricative noise for consonants, and pauses at word
+and sentence boundaries. Energy sits in the 300-3400 Hz telephone band. Duration
+follows the text: ~65 ms per character at speed 1.0 (~350 ms per average word),
+divided by ``speed``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from . import speaking
+
+if TYPE_CHECKING:
+    from .settings import EmulatorSettings
 
 RATE = 48000
 CHAR_MS = 65.0
@@ -192,3 +203,35 @@ def synthesize(text: str, voice: str = "alloy", speed: float = 1.0) -> np.ndarra
     """The whole transcript as 48 kHz mono int16."""
     words = [w.pcm for w in speak(text, voice, speed)]
     return np.concatenate(words) if words else np.zeros(0, dtype=np.int16)
+
+
+@dataclass(frozen=True)
+class Senses:
+    """Whether one emulator hears (speech recognition, :mod:`.hearing`) and speaks
+    (espeak-ng, :mod:`.speaking`); from :class:`~.settings.EmulatorSettings`."""
+
+    hears: bool = False
+    speaks: bool = False
+    recognition_timeout_secs: float = 15.0
+
+    @classmethod
+    def of(cls, settings: EmulatorSettings) -> Senses:
+        return cls(settings.recognition, settings.real_voice, settings.recognition_timeout_secs)
+
+
+async def utter(
+    text: str, voice: str = "alloy", speed: float = 1.0, *, real: bool = True
+) -> list[SpokenWord]:
+    """The transcript word by word with its audio, made off the event loop: espeak-ng
+    speech cut at word boundaries if ``real`` (and espeak-ng works), else the
+    synthetic voice."""
+    tokens = _TOKEN.findall(text)
+    pcm = await speaking.synthesize(text, voice, speed) if real and tokens else None
+    if pcm is None:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, lambda: list(speak(text, voice, speed)))
+    pieces = speaking.split_words(tokens, pcm)
+    return [
+        SpokenWord(text=token if index == 0 else " " + token, pcm=piece)
+        for index, (token, piece) in enumerate(zip(tokens, pieces, strict=True))
+    ]

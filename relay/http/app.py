@@ -20,10 +20,14 @@ from ..registry import CallRegistry
 from ..shards import SINGLE, ShardClient, ShardLayout
 from ..upstream.openai import OpenAIConnector
 from .cors import cors_middleware
+from .drain_routes import setup_drain_routes
 from .errors import bound_slow_clients, error_middleware
+from .media_routes import setup_media_routes
+from .openapi import setup_openapi_route
 from .ops_routes import setup_ops_routes
 from .realtime_routes import setup_realtime_routes
 from .shard_routes import setup_shard_routes, shard_middleware
+from .sideband_routes import setup_sideband_routes
 from .state import (
     CLIENT_SECRETS,
     CONNECTOR,
@@ -36,6 +40,7 @@ from .state import (
     SHARD,
     SHARD_CLIENT,
 )
+from .turn_routes import setup_turn_routes
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +101,15 @@ def create_app(
         app.cleanup_ctx.append(_media_handoff)
     app.on_shutdown.append(_close_calls)
     setup_realtime_routes(app)
+    setup_sideband_routes(app)
+    setup_media_routes(app)
+    setup_turn_routes(app)
     setup_shard_routes(app)
     _setup_ops(app, settings)
+    setup_drain_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    setup_openapi_route(app)
     _setup_web(app, web_root or Path(settings.web_root or DEFAULT_WEB_ROOT))
     return app
 

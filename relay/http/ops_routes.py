@@ -36,7 +36,8 @@ from ..ops.monitor import (
     TwilioStream,
 )
 from ..ops.recording import FILES, Recorder
-from .errors import error_response
+from .errors import SLOW_CLIENTS, error_response
+from .state import REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,44 @@ _DOWNLOAD_TYPES: Final = {
 OPS: Final = web.AppKey("ops", Ops)
 
 
+class _NoClientSubprotocols(logging.Filter):
+    """aiohttp logs the subprotocols a WebSocket client offered when none of them is the
+    server's (``Client protocols [...] don't overlap``): a monitor that offers only
+    ``bearer.<token>`` would write the admin token to the log. Whatever a client
+    offered stays out of the log; only how many it offered is said."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (isinstance(record.msg, str) and "Client protocols" in record.msg):
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        remote = args[0] if args else None
+        offered = args[1] if len(args) > 1 and isinstance(args[1], list | tuple) else ()
+        record.msg = "%s: none of the %d WebSocket subprotocol(s) offered is one of %r"
+        record.args = (remote, len(offered), (WS_PROTOCOL,))
+        return True
+
+
+#: aiohttp's handshake logger (``aiohttp.web_ws`` logs through it).
+logging.getLogger("aiohttp.websocket").addFilter(_NoClientSubprotocols())
+
+
 def setup_ops_routes(app: web.Application, ops: Ops) -> None:
-    """Register ``ops``' observers, routes and lifetime on ``app``.
+    """Register ``ops``' observers, routes and lifetime on ``app``, and what the
+    registry's admission control and the metrics read from elsewhere (the event loop's
+    load, the slow-client count).
 
     Call it after the handler that closes calls at shutdown is registered, so calls
     end (and are recorded and announced) before the subscribers and writers close."""
     app[OPS] = ops
     ops.register_observers()
+    registry = app.get(REGISTRY)
+    if registry is not None:  # the relay's app (tests also mount these routes alone)
+        registry.limit_loop_load(ops.loop_lag.sustained_load, ops.max_loop_load)
+    # Read at each scrape, from the app: whoever bounds slow clients last (tests
+    # re-bound them) holds the count.
+    ops.metrics.slow_clients_refused_total.read_from(
+        lambda: guard.refused if (guard := app.get(SLOW_CLIENTS)) is not None else 0
+    )
     router = app.router
     router.add_get("/metrics", metrics_handler)
     router.add_get("/api/calls", list_calls)

@@ -31,6 +31,7 @@ class Ops:
         admin_token: Secret | None = None,
         metrics_token: Secret | None = None,
         max_calls: int = 0,
+        max_loop_load: float = 0.0,
         loop_lag_interval_secs: float = 0.1,
         web_root: Path | None = None,
     ) -> None:
@@ -44,6 +45,9 @@ class Ops:
         self.metrics_token = metrics_token
         self.web_root = web_root or DEFAULT_WEB_ROOT
         self.loop_lag = LoopLagProbe(metrics, loop_lag_interval_secs)
+        #: Admission control's bound on the event loop's load (0: none; see
+        #: ``CallRegistry.limit_loop_load``), wired by the routes' setup.
+        self.max_loop_load = max_loop_load
         metrics.calls_capacity.set(max_calls)
 
     def register_observers(self) -> None:
@@ -103,6 +107,7 @@ def build_ops(settings: Settings, directory: CallDirectory) -> Ops:
         admin_token=settings.admin_token,
         metrics_token=settings.metrics_token,
         max_calls=settings.max_calls,
+        max_loop_load=settings.max_loop_load,
         web_root=Path(settings.web_root) if settings.web_root else None,
     )
 

@@ -6,10 +6,17 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
+from relay_fixtures import BASE_SETTINGS
 
+from relay.embedded import build_app
+from relay.http.errors import ClientLimits, bound_slow_clients
+from relay.http.ops_routes import OPS
 from relay.ops.metrics import LoopLagProbe, MetricsObserver, RelayMetrics
 from relay.ops.metrics.families import FAMILIES
+from relay.ops.metrics.looplag import IdleClock
 from relay.taps import CallEnd, LinkStats, MediaStats, SetupResult, TapBus, TappedEvent
 
 from .fakes import FakeCall, FakeDirectory, tapped
@@ -41,8 +48,9 @@ def test_every_family_is_a_typed_attribute() -> None:
     declared = RelayMetrics.__annotations__
     assert set(declared) == {family.attribute for family in FAMILIES}
     for family in FAMILIES:
-        assert declared[family.attribute].lower() == family.kind
-        assert type(getattr(metrics, family.attribute)).__name__.lower() == family.kind
+        # Counter, Gauge, Histogram; SampledCounter for a count read at scrape time.
+        assert declared[family.attribute].lower().endswith(family.kind)
+        assert type(getattr(metrics, family.attribute)).__name__.lower().endswith(family.kind)
 
 
 def test_every_name_is_prefixed_with_a_unit_and_known_series_start_at_zero() -> None:
@@ -216,3 +224,80 @@ async def test_loop_lag_probe_sees_a_blocked_loop_and_closes_idempotently() -> N
     assert value(metrics, "event_loop_lag_seconds_count") >= 2
     bucket = value(metrics, "event_loop_lag_seconds_bucket", le="0.1")
     assert value(metrics, "event_loop_lag_seconds_count") > bucket  # one sample above 0.1 s
+
+
+async def test_the_probe_measures_the_loop_threads_load() -> None:
+    """A loop kept busy (a hog that blocks 50 ms of every ~55) reads as a load near 1,
+    exported as event_loop_load_ratio; an idle one, near 0. Admission reads the median
+    over the last 2 s, so one stall alone does not move it."""
+    metrics = RelayMetrics(process=False)
+    probe = LoopLagProbe(metrics, interval_secs=0.05)
+    probe.start()
+    await asyncio.sleep(1.0)
+    idle = probe.sustained_load()
+    time.sleep(0.3)  # noqa: ASYNC251 - one stall
+    await asyncio.sleep(0.3)
+    after_one_stall = probe.sustained_load()
+
+    async def hog() -> None:
+        while True:
+            time.sleep(0.05)  # noqa: ASYNC251 - a loop that is always busy
+            await asyncio.sleep(0.005)
+
+    hogging = asyncio.ensure_future(hog())
+    try:
+        await asyncio.sleep(2.5)
+        busy = probe.sustained_load()
+    finally:
+        hogging.cancel()
+        await asyncio.gather(hogging, return_exceptions=True)
+        await probe.close()
+    assert idle < 0.5, idle
+    assert after_one_stall < 0.5, after_one_stall
+    assert busy > 0.8, busy
+    assert value(metrics, "event_loop_load_ratio") == pytest.approx(busy, abs=0.2)
+
+
+async def test_slow_clients_cut_off_are_counted_in_the_metrics() -> None:
+    """A request body that does not arrive in time is answered 408, and counted in
+    realtime_relay_slow_clients_refused_total (read from the HTTP layer at scrape time)."""
+    app = build_app(BASE_SETTINGS)
+    bound_slow_clients(app, ClientLimits(idle_secs=5.0, body_secs=0.5))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        metrics = app[OPS].metrics
+        assert value(metrics, "slow_clients_refused_total") == 0
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            b"POST /v1/realtime/calls HTTP/1.1\r\nHost: relay\r\n"
+            b"Content-Type: application/sdp\r\nContent-Length: 5000\r\n\r\nv=0\r\n"
+        )
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(4096), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert value(metrics, "slow_clients_refused_total") == 1
+        async with aiohttp.ClientSession() as http:
+            text = await (await http.get(server.make_url("/metrics"))).text()
+        assert "realtime_relay_slow_clients_refused_total 1.0" in text
+    finally:
+        await server.close()
+
+
+async def test_two_probes_on_one_loop_each_unwind_their_own_clock() -> None:
+    """Two apps in one process share the event loop: their idle clocks chain, and
+    whichever closes first leaves the other one measuring."""
+    loop = asyncio.get_running_loop()
+    selector = loop._selector  # type: ignore[attr-defined]
+    first, second = IdleClock(loop), IdleClock(loop)
+    first.remove()
+    await asyncio.sleep(0.2)
+    assert second.idle_secs > 0.1 and first.idle_secs == 0.0
+    second.remove()
+    assert "select" not in vars(selector)
+    third = IdleClock(loop)
+    fourth = IdleClock(loop)
+    fourth.remove()
+    third.remove()
+    assert "select" not in vars(selector)

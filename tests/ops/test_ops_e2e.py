@@ -20,10 +20,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpServer
-from relay_fixtures import BASE_SETTINGS
+from relay_fixtures import BASE_SETTINGS, RelayFactory
 from support import PacedAudioSource, realtime_client
 
-from relay.config import Secret
+from relay.config import Secret, Settings
 from relay.embedded import build_app
 from relay.http.ops_routes import OPS
 from relay.ops.components import Ops
@@ -198,3 +198,21 @@ def _onset_secs(samples: np.ndarray, threshold_dbfs: float = -40.0) -> float | N
     rms = np.sqrt(np.mean(frames**2, axis=1)) / 32768
     loud = np.flatnonzero(rms > 10 ** (threshold_dbfs / 20))
     return float(loud[0] * 480 / 24000) if loud.size else None
+
+
+async def test_the_event_limit_fits_the_message_size_the_relay_advertises(
+    start_relay: RelayFactory,
+) -> None:
+    """A browser may send what the relay's answer allows (``a=max-message-size``, SCTP);
+    the default event limit must not promise more than that."""
+    relay = await start_relay()
+    async with realtime_client() as client:
+        response = await client.connect(relay.http, relay.calls_url, "")
+        assert response.status == 201
+        answer = client.pc.remoteDescription.sdp
+    sizes = [
+        int(line.split(":", 1)[1]) for line in answer.splitlines() if "max-message-size" in line
+    ]
+    assert sizes, answer
+    assert Settings().max_event_bytes <= min(sizes)
+    assert BASE_SETTINGS.max_event_bytes == Settings().max_event_bytes

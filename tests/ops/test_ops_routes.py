@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -308,3 +309,75 @@ async def test_shutdown_ends_open_streams(make_app: MakeApp) -> None:
     await app.client.close()
     assert time.monotonic() - started < 3
     assert app.gauge("monitor_subscribers", kind="events") == 0
+
+
+async def test_no_log_line_carries_the_admin_token_whatever_the_client_offers(
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A WebSocket that authenticates with ``bearer.<token>`` alone (no ``relay-monitor``),
+    or with the token in its header and odd subprotocols, is served, and nothing it
+    offered reaches a log line: aiohttp logs the subprotocols that match none of the
+    server's, token included."""
+    caplog.set_level(logging.DEBUG)
+    app = await make_app()
+    call = app.directory.start(FakeCall())
+    offers: list[tuple[tuple[str, ...], dict[str, str]]] = [
+        ((f"bearer.{ADMIN}",), {}),
+        (("chat", f"bearer.{ADMIN}"), {}),
+        ((f"bearer.{ADMIN}", "relay-monitor"), {}),
+        ((ADMIN, "x"), AUTH),  # the token as a bare subprotocol, authorised by header
+    ]
+    for protocols, headers in offers:
+        for route in ("events", "listen"):
+            ws = await app.client.ws_connect(
+                f"/api/calls/{call.id}/{route}", protocols=protocols, headers=headers
+            )
+            await ws.close()
+    plain = await app.client.get(
+        f"/api/calls/{call.id}/events",
+        headers={**AUTH, "Sec-WebSocket-Protocol": f"bearer.{ADMIN}, {ADMIN}"},
+    )
+    assert plain.status == 400
+    app.directory.end(call, "hangup")
+    await app.client.close()
+    assert caplog.records, "nothing was logged at all: the capture is not working"
+    for record in caplog.records:
+        text = record.getMessage() + (caplog.text if record.exc_info else "")
+        assert ADMIN not in text, f"{record.name}: {text}"
+    assert ADMIN not in caplog.text
+
+
+async def test_recording_downloads_refuse_symlinks(make_app: MakeApp, tmp_path: Path) -> None:
+    """A file of a recording folder that is a symlink (to a file outside, or even to a
+    sibling inside) is not served; neither is a call folder that is a symlink."""
+    app = await make_app(recorder=True)
+    call = app.directory.start(FakeCall())
+    app.directory.event(call, "client", {"type": "response.create"}, time.time())
+    app.directory.end(call, "hangup")
+    assert app.ops.recorder is not None
+    await app.ops.recorder.close()
+    folder = app.ops.recorder.find(call.id)
+    assert folder is not None
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not a recording")
+    (folder / "transcript.txt").unlink(missing_ok=True)
+    (folder / "transcript.txt").symlink_to(secret)
+    (folder / "transcript.jsonl").unlink(missing_ok=True)
+    (folder / "transcript.jsonl").symlink_to(folder / "events.jsonl")
+    ok = await app.client.get(f"/api/recordings/{call.id}/events.jsonl", headers=AUTH)
+    assert ok.status == 200
+    for name in ("transcript.txt", "transcript.jsonl"):
+        response = await app.client.get(f"/api/recordings/{call.id}/{name}", headers=AUTH)
+        assert response.status == 404, name
+        assert "not a recording" not in await response.text()
+    described = await (await app.client.get(f"/api/recordings/{call.id}", headers=AUTH)).json()
+    assert {"transcript.txt", "transcript.jsonl"}.isdisjoint(f["name"] for f in described["files"])
+
+    # A whole call folder that is a link to a folder elsewhere.
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "metadata.json").write_text(json.dumps({"call_id": "rtc_linked"}))
+    (outside / "events.jsonl").write_text("not a recording\n")
+    (folder.parent / "rtc_linked").symlink_to(outside, target_is_directory=True)
+    linked = await app.client.get("/api/recordings/rtc_linked/events.jsonl", headers=AUTH)
+    assert linked.status == 404

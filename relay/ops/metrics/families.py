@@ -34,6 +34,9 @@ class Family:
     help: str
     labels: tuple[str, ...] = ()
     buckets: tuple[float, ...] = ()
+    #: Read at scrape time from a count kept elsewhere (a counter without labels; see
+    #: :class:`~.registry.SampledCounter`), instead of being incremented here.
+    sampled: bool = False
 
     @property
     def attribute(self) -> str:
@@ -190,6 +193,13 @@ FAMILIES: Final = (
     ),
     Family(
         "gauge",
+        "event_loop_load_ratio",
+        "Fraction of the time the event-loop thread was running or waiting for a CPU "
+        "(median of the probe's slots over the last 2 s): what admission control compares "
+        "with RELAY_MAX_LOOP_LOAD.",
+    ),
+    Family(
+        "gauge",
         "monitor_subscribers",
         "Open monitor WebSockets, by kind (events, listen).",
         ("kind",),
@@ -199,6 +209,13 @@ FAMILIES: Final = (
         "monitor_dropped",
         "Messages dropped because a monitor subscriber was too slow, by kind.",
         ("kind",),
+    ),
+    Family(
+        "counter",
+        "slow_clients_refused",
+        "HTTP requests cut off because their body did not arrive in time (the client "
+        "sent too slowly); answered 408 and closed.",
+        sampled=True,
     ),
     Family(
         "counter",

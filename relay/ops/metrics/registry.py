@@ -8,6 +8,8 @@ attribute each; labels are low-cardinality only (never a call id).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -20,6 +22,8 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from relay.taps import LEGS, SPEAKERS
 
@@ -41,6 +45,33 @@ from .vocabulary import (
     WEBHOOK_EVENTS,
     WEBHOOK_FAILURE_REASONS,
 )
+
+
+class SampledCounter(Collector):
+    """A counter kept elsewhere (e.g. by the HTTP layer), read at each scrape: 0 until
+    :meth:`read_from` gives it its source. A source that fails reads as 0 (a scrape
+    never fails for it)."""
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._source: Callable[[], float] = lambda: 0.0
+        registry.register(self)
+
+    def read_from(self, source: Callable[[], float]) -> None:
+        self._source = source
+
+    def value(self) -> float:
+        try:
+            return float(self._source())
+        except Exception:
+            return 0.0
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self._name, self._documentation)
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self._name, self._documentation, value=self.value())
 
 
 class RelayMetrics:
@@ -71,8 +102,10 @@ class RelayMetrics:
     webhook_failures_total: Counter
     webhook_delivery_seconds: Histogram
     event_loop_lag_seconds: Histogram
+    event_loop_load_ratio: Gauge
     monitor_subscribers: Gauge
     monitor_dropped_total: Counter
+    slow_clients_refused_total: SampledCounter
     observer_errors_total: Counter
 
     def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = True) -> None:
@@ -96,8 +129,11 @@ class RelayMetrics:
         Prometheus version understands)."""
         return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
 
-    def _create(self, family: Family) -> MetricWrapperBase:
+    def _create(self, family: Family) -> MetricWrapperBase | SampledCounter:
         name, registry = PREFIX + family.name, self.registry
+        if family.sampled:
+            assert family.kind == "counter" and not family.labels, family.name
+            return SampledCounter(name, family.help, registry)
         if family.kind == "counter":
             return Counter(name, family.help, family.labels, registry=registry)
         if family.kind == "gauge":

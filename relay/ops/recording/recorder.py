@@ -184,12 +184,12 @@ class Recorder(Observer):
         return {**metadata, "files": store.files_of(folder)}
 
     def file_path(self, call_id: str, name: str) -> Path | None:
-        """A downloadable file of a recording; only names in :data:`FILES`."""
+        """A downloadable file of a recording: only names in :data:`FILES`, and only a
+        regular file of the call's own folder (never a symlink: see ``store.own_file``)."""
         if name not in FILES:
             return None
         folder = self.find(call_id)
-        path = folder / name if folder is not None else None
-        return path if path is not None and path.is_file() else None
+        return store.own_file(folder, name) if folder is not None else None
 
     # -- internals (loop side) ---------------------------------------------------------
 

@@ -59,20 +59,35 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> int:
 
 
 def read_metadata(folder: Path) -> dict[str, Any] | None:
+    path = own_file(folder, METADATA_FILE)
+    if path is None:
+        return None
     try:
-        data = json.loads((folder / METADATA_FILE).read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
 
 
+def own_file(folder: Path, name: str) -> Path | None:
+    """``folder / name`` if it is a regular file of ``folder`` itself: not a symlink,
+    and resolving inside ``folder`` (nothing else of the disk is ever served)."""
+    path = folder / name
+    try:
+        if path.is_symlink() or not path.is_file():
+            return None
+        if path.resolve(strict=True).parent != folder.resolve(strict=True):
+            return None
+    except (OSError, RuntimeError):  # vanished meanwhile, or a symlink loop
+        return None
+    return path
+
+
 def files_of(folder: Path) -> list[dict[str, Any]]:
-    """Name and size of each of the :data:`FILES` present in ``folder``."""
-    return [
-        {"name": name, "bytes": (folder / name).stat().st_size}
-        for name in FILES
-        if (folder / name).is_file()
-    ]
+    """Name and size of each of the :data:`FILES` present in ``folder`` (as
+    :func:`own_file` finds them)."""
+    found = [own_file(folder, name) for name in FILES]
+    return [{"name": path.name, "bytes": path.stat().st_size} for path in found if path]
 
 
 def writer_identity() -> dict[str, Any]:
@@ -88,13 +103,19 @@ def day_folders(root: Path) -> list[Path]:
     """The ``YYYY-MM-DD`` folders under ``root``, newest first."""
     if not root.is_dir():
         return []
-    return sorted((d for d in root.iterdir() if _DAY.match(d.name) and d.is_dir()), reverse=True)
+    days = (d for d in root.iterdir() if _DAY.match(d.name) and _real_dir(d))
+    return sorted(days, reverse=True)
+
+
+def _real_dir(path: Path) -> bool:
+    """A folder, not a symlink to one (a recording is only what the recorder wrote)."""
+    return path.is_dir() and not path.is_symlink()
 
 
 def call_folders(root: Path) -> Iterator[Path]:
     """Every call folder under ``root``, newest day first."""
     for day in day_folders(root):
-        yield from (f for f in day.iterdir() if f.is_dir())
+        yield from (f for f in day.iterdir() if _real_dir(f))
 
 
 def find(root: Path, call_id: str) -> Path | None:
@@ -102,8 +123,9 @@ def find(root: Path, call_id: str) -> Path | None:
     if not is_safe_id(call_id):
         return None
     for day in day_folders(root):
-        if (day / call_id / METADATA_FILE).is_file():
-            return day / call_id
+        folder = day / call_id
+        if _real_dir(folder) and read_metadata(folder) is not None:
+            return folder
     return None
 
 
@@ -114,7 +136,7 @@ def list_recordings(root: Path, limit: int = 100) -> list[dict[str, Any]]:
         if len(found) >= limit:
             break  # older days cannot hold anything newer
         for folder in day.iterdir():
-            metadata = read_metadata(folder)
+            metadata = read_metadata(folder) if _real_dir(folder) else None
             if metadata is not None:
                 found.append(metadata)
     found.sort(key=lambda m: float(m.get("started_at") or 0.0), reverse=True)

@@ -24,15 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
-from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from aiortc import MediaStreamTrack, RTCPeerConnection
 
 from . import aiortc_patches
+from .caller.leg import (
+    PLAYBACK_CHANGES,
+    CallerLeg,
+    CallRequest,
+    CallTimings,
+)
 from .caller.webrtc import WebRtcCallerLeg
 from .config import Settings
 from .errors import RelayError, UpstreamError
@@ -45,6 +49,7 @@ from .media.uplink import CallerAudio
 from .sdp import offer_sends_audio
 from .stats import media_stats
 from .taps import CallEnd, CallInfo, CallTaps, Leg, SetupResult, TappedEvent, TranscriptEntry
+from .tasks import all_or_nothing
 from .upstream.leg import UpstreamLeg
 from .upstream.openai import OpenAIConnector
 
@@ -62,99 +67,6 @@ UPSTREAM_LOST = {
     "upstream_session_ended": ("upstream_session_ended", "OpenAI ended the session."),
     "": ("upstream_connection_lost", "The connection to OpenAI was lost; the call has ended."),
 }
-
-
-PlaybackChange = Literal["barge_in", "cleared", "started"]
-PLAYBACK_CHANGES: dict[str, PlaybackChange] = {
-    "output_audio_buffer.cleared": "cleared",
-    "output_audio_buffer.started": "started",
-}
-
-
-def new_call_id() -> str:
-    return "rtc_" + secrets.token_hex(16)
-
-
-class CallerLeg(Protocol):
-    """The browser's side of a call, whatever carries it (WebRTC, a WebSocket).
-
-    The call hands it the event bridge and the caller pipeline (:meth:`accept`), runs
-    :meth:`answer` while OpenAI's leg comes up, gives it every agent Opus packet
-    (:meth:`play`), tells it when the agent's turn changes (:meth:`playback`), asks
-    whether a quiet caller is still there (:meth:`answers`), and closes it. A leg that
-    ends on its own (the browser went away) calls the ``on_ended`` it was built with."""
-
-    @property
-    def transport(self) -> str:
-        """``webrtc-udp``, ``webrtc-tcp`` or ``websocket``."""
-        ...
-
-    async def accept(self, offer_sdp: str, bridge: EventBridge, audio: CallerAudio) -> None:
-        """Take the caller's side: its events into ``bridge``, its audio into ``audio``."""
-        ...
-
-    async def answer(self) -> str:
-        """Ready to carry the call; WebRTC: the SDP answer (otherwise empty)."""
-        ...
-
-    def play(self, payload: bytes, rtp_timestamp: int) -> None:
-        """One in-order agent Opus packet for the caller (on the event loop)."""
-        ...
-
-    def playback(self, change: PlaybackChange) -> None:
-        """The agent's turn changed: ``barge_in`` (the caller started speaking: drop
-        queued agent audio), ``cleared`` (OpenAI cleared its output: drop it, and what
-        arrives before the next response), ``started`` (a response's audio starts)."""
-        ...
-
-    @property
-    def frames_out(self) -> int: ...
-    @property
-    def dropped_out(self) -> int: ...
-    @property
-    def dropped_in(self) -> int: ...
-
-    async def stats(self) -> Mapping[str, Any]:
-        """A getStats report (empty where there is none)."""
-        ...
-
-    async def answers(self, timeout_secs: float) -> bool:
-        """Whether the caller is still there although its audio stopped."""
-        ...
-
-    def snapshot(self) -> dict[str, Any]: ...
-
-    def stop(self) -> None:
-        """Stop sending to the caller now (synchronous; :meth:`close` follows)."""
-        ...
-
-    async def close(self) -> None:
-        """Release everything (idempotent)."""
-        ...
-
-
-@dataclass
-class CallRequest:
-    """What the HTTP layer hands over: a checked offer (WebRTC) or the caller leg
-    itself (``caller``: a WebSocket), and the session config."""
-
-    offer_sdp: str
-    session: dict[str, Any]
-    user_agent: str = ""
-    record: bool = False
-    #: Builds another caller leg than WebRTC from the call's ``on_ended``.
-    caller: Callable[[Callable[[str], None]], CallerLeg] | None = None
-    #: Whether the caller sends audio (the media watchdog then watches it).
-    sends_audio: bool | None = None
-
-
-@dataclass
-class CallTimings:
-    created_at: float = field(default_factory=time.time)
-    setup_started: float = field(default_factory=time.monotonic)
-    upstream_seconds: float | None = None
-    setup_seconds: float | None = None
-    ended_at: float | None = None
 
 
 class Call:
@@ -278,7 +190,7 @@ class Call:
             await self.caller.accept(request.offer_sdp, self.bridge, self.caller_audio)
             # The caller's answer (and its ICE gathering) is prepared while OpenAI's leg
             # comes up; it is only returned once that leg is connected.
-            answer, _ = await _all_or_nothing(
+            answer, _ = await all_or_nothing(
                 self.caller.answer(), self._open_upstream(request.session)
             )
         except BaseException as exc:
@@ -478,18 +390,3 @@ def _close_denoiser(denoiser: Denoiser) -> None:
         denoiser.close()
     except Exception:
         logger.exception("closing the noise suppressor failed")
-
-
-async def _all_or_nothing(
-    first: Coroutine[Any, Any, T], second: Coroutine[Any, Any, U]
-) -> tuple[T, U]:
-    """Run both; if either fails, cancel the other, wait for it, and raise."""
-    tasks = (asyncio.ensure_future(first), asyncio.ensure_future(second))
-    try:
-        results = await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-    return results[0], results[1]

@@ -8,7 +8,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from .call import Call, new_call_id
+from .call import Call
+from .caller.leg import new_call_id
 from .config import Settings
 from .errors import Overloaded
 from .ice.gather import IceSetup

@@ -26,7 +26,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from .. import aiortc_patches
 from ..auth import bearer_token
-from ..call import CallerLeg, CallRequest
+from ..caller.leg import CallerLeg, CallRequest
 from ..caller.websocket import MAX_AUDIO_BYTES, WebSocketCallerLeg
 from ..errors import InvalidRequest, Overloaded, RelayError, Unauthorized
 from ..ops.components import DEFAULT_WEB_ROOT
@@ -34,14 +34,11 @@ from ..policy import DENIED, PolicyDenied, split_policy
 from ..sdp import validate_offer
 from ..upstream.session_config import complete_session
 from .realtime_routes import (
-    CALL_OWNERS,
-    RATE_LIMITS,
-    _address_of,
-    _key_of,
     _printable,
+    admit_call,
     authorise_call,
 )
-from .state import CONNECTOR, ICE, REGISTRY, SETTINGS, SHARD
+from .state import ICE, SETTINGS
 
 logger = logging.getLogger(__name__)
 
@@ -119,16 +116,7 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
                 raise InvalidRequest(denied.message, code=DENIED, param="model") from None
         session = {**session, "model": model}
     session = complete_session(session, settings.openai_model)
-    limits = app[RATE_LIMITS]
-    key = _key_of(keyed)
-    limits.check_call(key, _address_of(keyed))
-    layout = app[SHARD]
-    call = app[REGISTRY].new_call(
-        settings, app[CONNECTOR], app[ICE], layout.new_call_id() if layout.sharded else None
-    )
-    call.bridge.policy = policy
-    limits.call_opened(call, key)
-    app[CALL_OWNERS].opened(call, caller)
+    call = admit_call(keyed, caller, policy)  # as POST /v1/realtime/calls does
     try:
         await ws.prepare(request)
     except BaseException:

@@ -12,7 +12,8 @@ from aiohttp.http_exceptions import BadHttpMessage
 
 from .. import jsontext
 from ..auth import Caller, CallOwners, bearer_token, describe_token, same_secret
-from ..call import Call, CallRequest
+from ..call import Call
+from ..caller.leg import CallRequest
 from ..emulator.errors import ApiError
 from ..emulator.session_config import validate_ga_session
 from ..emulator.session_schema import GA_CLIENT_SECRET_REQUEST

@@ -1,6 +1,6 @@
-"""A client network that lets only TCP to the relay's port 443 through (profile b of
-test_network_profiles): the relay on a public-looking address with HTTPS built in, and
-Chromium inside the client's namespace. Shared by the ICE-TCP browser tests."""
+"""What the network browser tests share: a client network that lets only TCP to the
+relay's port 443 through (profile b of test_network_profiles), the relay with HTTPS
+built in on a namespace's host side, and Chromium living inside a namespace."""
 
 from __future__ import annotations
 
@@ -19,40 +19,59 @@ from relay_fixtures import ServedRelay, ServeRelay
 async def tcp_only_net() -> AsyncIterator[ClientNetwork]:
     """A client namespace reaching the relay at a public-looking address (Chromium will
     not open ICE-TCP to a private address on a port below 1024)."""
-    reason = available()
-    if reason is not None:
-        pytest.fail(f"this test needs network namespaces: {reason}")
+    require_netns()
     net = ClientNetwork.create(public=True)
     yield net
     net.remove()
 
 
-async def relay_on_443(
-    net: ClientNetwork, serve_relay: ServeRelay, folder: Path, **overrides: Any
+def require_netns() -> None:
+    """Fail (never skip) where namespaces, veths or nftables do not work."""
+    reason = available()
+    if reason is not None:
+        pytest.fail(f"this test needs network namespaces: {reason}")
+
+
+async def relay_https(
+    net: ClientNetwork, serve_relay: ServeRelay, folder: Path, port: int, **overrides: Any
 ) -> ServedRelay:
-    """The relay on ``net``'s host side, port 443 with a self-signed certificate; from
-    then on the client may open TCP connections to that port and nothing else."""
+    """The relay on ``net``'s host side, HTTPS on ``port`` with a self-signed certificate."""
     cert, key = self_signed(folder, net.host_ip)
-    relay = await serve_relay(
+    return await serve_relay(
         host=net.host_ip,
-        port=443,
+        port=port,
         tls_cert=str(cert),
         tls_key=str(key),
         ice_addresses=(net.host_ip, "127.0.0.1"),
         **overrides,
     )
+
+
+async def relay_on_443(
+    net: ClientNetwork, serve_relay: ServeRelay, folder: Path, **overrides: Any
+) -> ServedRelay:
+    """:func:`relay_https` on 443; from then on the client may open TCP connections to
+    that port and nothing else."""
+    relay = await relay_https(net, serve_relay, folder, 443, **overrides)
     net.allow_only_tcp_to(443)
     return relay
 
 
-async def chromium_inside(net: ClientNetwork, launch: Any, wav: Path) -> Any:
-    """Chromium living on ``net``, with ``wav`` as its microphone."""
-    assert CHROMIUM is not None
+async def chromium_on(wrapper: Path, address: str, launch: Any, wav: Path, *extra: str) -> Any:
+    """Chromium run by ``wrapper`` (a namespace's), with ``wav`` as its microphone,
+    trusting the test's certificate and resolving nothing but ``address``."""
     return await launch(
         wav=wav,
-        executable=str(net.wrapper(CHROMIUM)),
+        executable=str(wrapper),
         args=(
             "--ignore-certificate-errors",  # the test's own self-signed certificate
-            f"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE {net.host_ip}",
+            f"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE {address}",
+            *extra,
         ),
     )
+
+
+async def chromium_inside(net: ClientNetwork, launch: Any, wav: Path, *extra: str) -> Any:
+    """Chromium living on ``net``, with ``wav`` as its microphone."""
+    assert CHROMIUM is not None
+    return await chromium_on(net.wrapper(CHROMIUM), net.host_ip, launch, wav, *extra)

@@ -29,22 +29,20 @@ import aiohttp
 import pytest
 from browser_harness import CHROMIUM, wait_until
 from certs import self_signed
-from netns import ClientNetwork, NattedRelay, TurnServer, available
+from netns import ClientNetwork, NattedRelay, TurnServer
 from playwright.async_api import expect
 from relay_fixtures import ServeRelay
+from tcp_only import chromium_on, relay_https, require_netns
 
 from relay.config import Secret
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-NO_NETNS = available()
-
 
 @pytest.fixture
 async def private_net() -> AsyncIterator[ClientNetwork]:
     """A client on a private network next to the relay (10.77.n.0/24)."""
-    if NO_NETNS is not None:
-        pytest.fail(f"network profiles need network namespaces: {NO_NETNS}")
+    require_netns()
     net = ClientNetwork.create()
     yield net
     net.remove()
@@ -53,8 +51,7 @@ async def private_net() -> AsyncIterator[ClientNetwork]:
 @pytest.fixture
 async def public_net() -> AsyncIterator[ClientNetwork]:
     """A client reaching the relay at a public-looking address (see ClientNetwork)."""
-    if NO_NETNS is not None:
-        pytest.fail(f"network profiles need network namespaces: {NO_NETNS}")
+    require_netns()
     net = ClientNetwork.create(public=True)
     yield net
     net.remove()
@@ -65,33 +62,11 @@ async def _open_call(
 ) -> tuple[Any, str]:
     """Chromium run by ``wrapper`` (inside a namespace) opens ``url`` (at ``address``)
     and starts a call; returns the page and the call's id once it is connected."""
-    browser = await launch(
-        wav=wav,
-        executable=str(wrapper),
-        args=(
-            "--ignore-certificate-errors",  # the test's own self-signed certificate
-            f"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE {address}",
-        ),
-    )
+    browser = await chromium_on(wrapper, address, launch, wav)
     page = await open_page(browser, url)
     await page.page.get_by_role("button", name="Start call").click()
     await expect(page.page.locator("#status-text")).to_have_text("Connected", timeout=20000)
     return page, (await page.state())["callId"]
-
-
-async def _serve_https(
-    serve_relay: ServeRelay, net: ClientNetwork, tmp_path: Path, port: int, **overrides: Any
-) -> Any:
-    """The relay on ``net``'s host side, HTTPS on ``port`` with a self-signed certificate."""
-    cert, key = self_signed(tmp_path, net.host_ip)
-    return await serve_relay(
-        host=net.host_ip,
-        port=port,
-        tls_cert=str(cert),
-        tls_key=str(key),
-        ice_addresses=(net.host_ip, "127.0.0.1"),
-        **overrides,
-    )
 
 
 async def _call_from(
@@ -127,7 +102,7 @@ async def test_profile_a_open_network_uses_udp(
     call_wav: Path,
     tmp_path: Path,
 ) -> None:
-    relay = await _serve_https(serve_relay, private_net, tmp_path, 8443)
+    relay = await relay_https(private_net, serve_relay, tmp_path, 8443)
     page, call = await _call_from(private_net, relay, launch, open_page, call_wav)
     pair = call.snapshot()["legs"]["caller"]["selected_pair"]
     assert pair is not None and pair["protocol"] == "udp", pair
@@ -142,7 +117,7 @@ async def test_profile_b_only_tcp_to_the_page_port_uses_ice_tcp(
     call_wav: Path,
     tmp_path: Path,
 ) -> None:
-    relay = await _serve_https(serve_relay, public_net, tmp_path, 443)
+    relay = await relay_https(public_net, serve_relay, tmp_path, 443)
     public_net.allow_only_tcp_to(443)
     page, call = await _call_from(public_net, relay, launch, open_page, call_wav)
     pair = call.snapshot()["legs"]["caller"]["selected_pair"]
@@ -179,9 +154,9 @@ async def test_profile_c_only_coturn_over_tcp_uses_turn(
 ) -> None:
     coturn = TurnServer.start(secret=TURN_SECRET, listen_ip=private_net.host_ip, port=3478)
     try:
-        relay = await _serve_https(
-            serve_relay,
+        relay = await relay_https(
             private_net,
+            serve_relay,
             tmp_path,
             8443,
             ice_tcp=False,
@@ -208,8 +183,7 @@ ADMIN = "profile-e-admin-token-0123456789"
 
 @pytest.fixture
 async def natted() -> AsyncIterator[NattedRelay]:
-    if NO_NETNS is not None:
-        pytest.fail(f"network profiles need network namespaces: {NO_NETNS}")
+    require_netns()
     net = NattedRelay.create()
     yield net
     net.remove()

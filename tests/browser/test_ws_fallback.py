@@ -24,15 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_harness import CHROMIUM, LEVEL_SAMPLER_JS, wait_until
-from certs import self_signed
-from netns import ClientNetwork, available
+from browser_harness import LEVEL_SAMPLER_JS, wait_until
+from netns import ClientNetwork
 from playwright.async_api import expect
 from relay_fixtures import RelayFactory, ServeRelay
+from tcp_only import chromium_inside, relay_https, require_netns
 
 pytestmark = [pytest.mark.browser]
 
-NO_NETNS = available()
 SQUID_PORT = 3128
 
 
@@ -144,8 +143,7 @@ class Squid:
 @pytest.fixture
 def proxied_net() -> Iterator[ClientNetwork]:
     """A client that may open TCP connections to the proxy's port only."""
-    if NO_NETNS is not None:
-        pytest.fail(f"the proxy test needs network namespaces: {NO_NETNS}")
+    require_netns()
     if shutil.which("squid") is None:
         pytest.fail("squid is not installed (scripts/install-system-deps.sh installs it)")
     net = ClientNetwork.create(public=True)
@@ -178,25 +176,13 @@ async def test_call_through_a_connect_proxy(
     tmp_path: Path,
 ) -> None:
     net = proxied_net
-    cert, key = self_signed(tmp_path, net.host_ip)
-    relay = await serve_relay(
-        host=net.host_ip,
-        port=443,
-        tls_cert=str(cert),
-        tls_key=str(key),
-        ice_addresses=(net.host_ip, "127.0.0.1"),
-        ice_tcp=ice_tcp,
-    )
-    assert CHROMIUM is not None
-    browser = await launch(
-        wav=call_wav,
-        executable=str(net.wrapper(CHROMIUM)),
-        args=(
-            "--ignore-certificate-errors",  # the test's own self-signed certificate
-            f"--proxy-server=http://{net.host_ip}:{SQUID_PORT}",
-            "--proxy-bypass-list=<-loopback>",
-            f"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE {net.host_ip}",
-        ),
+    relay = await relay_https(net, serve_relay, tmp_path, 443, ice_tcp=ice_tcp)
+    browser = await chromium_inside(
+        net,
+        launch,
+        call_wav,
+        f"--proxy-server=http://{net.host_ip}:{SQUID_PORT}",
+        "--proxy-bypass-list=<-loopback>",
     )
     page = await open_page(browser, relay.url("/"))
     p = page.page

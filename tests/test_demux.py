@@ -178,6 +178,26 @@ async def test_tls_and_plain_http_share_the_port(serve_relay: ServeRelay, tmp_pa
             assert response.headers["Location"] == relay.url("/api/calls?x=1")
 
 
+async def test_a_plain_http_head_that_never_ends_on_an_https_port_is_closed(
+    serve_relay: ServeRelay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The redirect to HTTPS keeps no slow client: an unfinished request head is closed
+    at the bound, with nothing sent."""
+    from relay.ice import demux
+
+    monkeypatch.setattr(demux._HttpsRedirect, "LIMIT_SECS", 0.5)
+    cert, key = self_signed(tmp_path, "127.0.0.1")
+    relay = await serve_relay(host="127.0.0.1", port=0, tls_cert=str(cert), tls_key=str(key))
+    port = int(relay.base.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /api/calls HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+    await writer.drain()
+    started = time.monotonic()
+    assert await read_until_closed(reader, 5) == b""
+    assert time.monotonic() - started < 3
+    writer.close()
+
+
 async def test_a_binding_request_for_an_unknown_agent_is_closed_and_counted(
     listener: StartListener,
 ) -> None:

@@ -182,14 +182,22 @@ class _HttpsRedirect(asyncio.Protocol):
     request is never handed to the app, so no credential it carries is used)."""
 
     MAX_HEAD = 8192
+    #: A request head that never ends is closed after this (no slow client kept).
+    LIMIT_SECS = FIRST_BYTES_SECS
     _SAFE = re.compile(rb"[A-Za-z0-9.:\[\]-]{1,255}")
 
     def __init__(self) -> None:
         self._buffer = b""
         self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        self._timer = asyncio.get_running_loop().call_later(self.LIMIT_SECS, transport.close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data

@@ -52,7 +52,7 @@ NON_FINITE_NUMBERS_FIXED = True
 #: Errors aiohttp's ``FileResponse`` makes itself (a missing file under ``/web/``, an
 #: unsatisfiable ``Range``, a failed ``If-Unmodified-Since``) are empty-bodied 404, 416
 #: and 412 answers, not OpenAI's error envelope.
-FILE_RESPONSE_ERRORS_FIXED = False
+FILE_RESPONSE_ERRORS_FIXED = True
 #: A lone surrogate (a JSON escape such as ``"\\ud800"``) in a session's ``model`` makes
 #: the call's snapshot unencodable: the operator routes answer 500 for every call.
 SURROGATE_MODEL_FIXED = True

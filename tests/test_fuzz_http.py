@@ -172,22 +172,35 @@ async def test_a_control_byte_in_a_multipart_header_is_a_400(
     assert not [r for r in caplog.records if r.exc_info]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app.py:_setup_web (add_static) and the FileResponses of ops_routes.py: "
-    "aiohttp's FileResponse answers a missing file, an unsatisfiable Range and a failed "
-    "If-Unmodified-Since itself, with an empty body, not OpenAI's error envelope",
-)
 async def test_file_routes_answer_errors_in_the_envelope(relay: RelayUnderTest) -> None:
-    assert not FILE_RESPONSE_ERRORS_FIXED
-    for target, headers in (
-        (b"/web/no-such-file.js", ()),
-        (b"/web/a/b", ()),
-        (b"/", ((b"Range", b"bytes=999999999-"),)),
-        (b"/", ((b"If-Unmodified-Since", b"Thu, 01 Jan 1970 00:00:00 GMT"),)),
-        (b"/monitor/", ((b"Range", b"bytes=999999999-"),)),
+    """A missing file, a path that leaves the folder, a failed precondition and an
+    unsatisfiable range are refused in OpenAI's envelope (aiohttp's FileResponse would
+    answer them with an empty body); the files themselves are still served."""
+    assert FILE_RESPONSE_ERRORS_FIXED
+    for target, headers, status in (
+        (b"/web/no-such-file.js", (), 404),
+        (b"/web/a/b", (), 404),
+        (b"/web/../README.md", (), 404),
+        (b"/web/%2e%2e/README.md", (), 404),
+        (b"/web/.hidden", (), 404),
+        (b"/", ((b"Range", b"bytes=999999999-"),), 416),
+        (b"/", ((b"Range", b"bytes=oops"),), 416),
+        (b"/", ((b"If-Unmodified-Since", b"Thu, 01 Jan 1970 00:00:00 GMT"),), 412),
+        (b"/", ((b"If-Match", b'"not-this-one"'),), 412),
+        (b"/monitor/", ((b"Range", b"bytes=999999999-"),), 416),
+        (b"/web/app.js", ((b"Range", b"bytes=999999999-"),), 416),
     ):
         request = FuzzRequest(b"GET", target, headers)
         answer = await asyncio.to_thread(send, _port(relay), request)
-        assert answer is not None and 400 <= answer.status < 500, (target, answer)
+        assert answer is not None and answer.status == status, (target, answer)
         assert envelope_problem(answer.body) is None, (target, answer.status, answer.body)
+        if status == 416:
+            assert b"content-range: bytes */" in answer.raw_head.lower(), answer.raw_head
+    for target, headers, status in (
+        (b"/web/app.js", (), 200),
+        (b"/web/app.js", ((b"Range", b"bytes=0-9"),), 206),
+        (b"/", ((b"If-Unmodified-Since", b"Fri, 01 Jan 2100 00:00:00 GMT"),), 200),
+    ):
+        answer = await asyncio.to_thread(send, _port(relay), FuzzRequest(b"GET", target, headers))
+        assert answer is not None and answer.status == status, (target, answer)
+        assert answer.body and not answer.body.startswith(b'{"error"'), target

@@ -22,6 +22,7 @@ from ..upstream.openai import OpenAIConnector
 from .cors import cors_middleware
 from .drain_routes import setup_drain_routes
 from .errors import bound_slow_clients, error_middleware
+from .files import file_response, file_under
 from .media_routes import setup_media_routes
 from .openapi import setup_openapi_route
 from .ops_routes import setup_ops_routes
@@ -204,9 +205,11 @@ def _setup_web(app: web.Application, root: Path) -> None:
     index = root / "index.html"
 
     async def page(request: web.Request) -> web.FileResponse:
-        if not index.is_file():
-            raise web.HTTPNotFound()
-        return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
+        return file_response(request, index, {"Cache-Control": "no-cache"})
+
+    async def web_file(request: web.Request) -> web.FileResponse:
+        path = file_under(root, request.match_info["path"])
+        return file_response(request, path, {"Cache-Control": "no-cache"})
 
     app.router.add_get("/", page)
-    app.router.add_static("/web/", root, follow_symlinks=False)
+    app.router.add_get("/web/{path:.+}", web_file)

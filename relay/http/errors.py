@@ -52,7 +52,15 @@ def relay_error_response(exc: RelayError) -> web.Response:
     )
 
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    412: "precondition_failed",
+    413: "payload_too_large",
+    416: "range_not_satisfiable",
+}
+#: Headers of an HTTP error that its enveloped answer keeps.
+_KEPT_HEADERS = ("allow", "content-range")
 
 
 def shown_path(path: str) -> str:
@@ -87,8 +95,9 @@ async def enveloped(request: web.Request, handler: Handler) -> web.StreamRespons
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
-        if exc.status == 404:
+        own_text = bool(exc.text) and not str(exc.text).startswith(str(exc.status))
+        message = exc.text if own_text else exc.reason
+        if exc.status == 404 and not own_text:
             message = f"Unknown route: {request.method} {shown_path(request.path)}"
         elif exc.status == 405:
             message = f"Method {request.method} is not allowed on {shown_path(request.path)}."
@@ -96,7 +105,7 @@ async def enveloped(request: web.Request, handler: Handler) -> web.StreamRespons
             exc.status,
             message,
             code=_HTTP_CODES.get(exc.status),
-            headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+            headers={k: v for k, v in exc.headers.items() if k.lower() in _KEPT_HEADERS},
         )
     except RecursionError:  # input nested deeper than any check expected: not a crash
         logger.warning("%s %s: input nested too deeply", request.method, shown_path(request.path))

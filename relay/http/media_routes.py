@@ -33,6 +33,7 @@ from ..ops.components import DEFAULT_WEB_ROOT
 from ..policy import DENIED, PolicyDenied, split_policy
 from ..sdp import validate_offer
 from ..upstream.session_config import complete_session
+from .files import file_response
 from .realtime_routes import (
     _printable,
     admit_call,
@@ -237,6 +238,4 @@ async def _close_checks(app: web.Application) -> None:
 async def check_page(request: web.Request) -> web.StreamResponse:
     """The page (one of the browser client's files, also under ``/web/``)."""
     page = Path(request.app[SETTINGS].web_root or DEFAULT_WEB_ROOT) / "check.html"
-    if not page.is_file():
-        raise web.HTTPNotFound()
-    return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
+    return file_response(request, page, {"Cache-Control": "no-cache"})

@@ -37,6 +37,7 @@ from ..ops.monitor import (
 )
 from ..ops.recording import FILES, Recorder
 from .errors import SLOW_CLIENTS, error_response
+from .files import file_response
 from .state import REGISTRY
 
 log = logging.getLogger(__name__)
@@ -388,9 +389,10 @@ async def download_recording_file(request: web.Request) -> web.StreamResponse:
     path = await asyncio.to_thread(recorder.file_path, call_id, name) if recorder else None
     if path is None:
         return _not_found("No recording of that call.")
-    return web.FileResponse(
+    return file_response(
+        request,
         path,
-        headers={
+        {
             "Content-Type": _DOWNLOAD_TYPES.get(path.suffix, "application/octet-stream"),
             "Content-Disposition": f'attachment; filename="{call_id}-{name}"',
         },
@@ -420,6 +422,4 @@ def _web_file(request: web.Request, name: str, content_type: str) -> web.StreamR
     path = request.app[OPS].web_root / name
     if not path.is_file():
         return _not_found(f"{name} is not installed.", param="name")
-    return web.FileResponse(
-        path, headers={"Content-Type": content_type, "Cache-Control": "no-cache"}
-    )
+    return file_response(request, path, {"Content-Type": content_type, "Cache-Control": "no-cache"})

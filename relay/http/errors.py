@@ -96,7 +96,7 @@ async def enveloped(request: web.Request, handler: Handler) -> web.StreamRespons
         if exc.status < 400:
             raise
         own_text = bool(exc.text) and not str(exc.text).startswith(str(exc.status))
-        message = exc.text if own_text else exc.reason
+        message = str(exc.text) if own_text else exc.reason
         if exc.status == 404 and not own_text:
             message = f"Unknown route: {request.method} {shown_path(request.path)}"
         elif exc.status == 405:

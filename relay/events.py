@@ -102,6 +102,8 @@ def error_event(
 POLICY_DENIED_EVENT = "relay.policy_denied"
 #: Refused events up to this size are shown whole to observers.
 _SHOWN_DENIED_BYTES = 4096
+#: Function calls remembered as open (unanswered) per call; past this the oldest goes.
+MAX_OPEN_FUNCTION_CALLS = 256
 
 
 class EventChannel(Protocol):
@@ -168,6 +170,9 @@ class EventBridge:
         self.hidden = 0
         #: What the browser may send and see (a client secret's policy); ``None``: all.
         self.policy: SessionPolicy | None = None
+        #: Function calls the model made and nobody answered yet (their ``call_id``):
+        #: the only ones a browser allowed ``function_call_output`` items may answer.
+        self.open_function_calls = _RecentIds(MAX_OPEN_FUNCTION_CALLS)
 
     def attach_caller(self, channel: RTCDataChannel | EventChannel) -> None:
         self._attach(self.caller, channel, self._from_caller)
@@ -212,16 +217,18 @@ class EventBridge:
             return
         if self.policy is not None:
             try:
-                self.policy.check_client(event)
+                self.policy.check_client(event, self.open_function_calls)
             except PolicyDenied as denied:
                 self._deny(event, message, denied)
                 return
+        self._note_answers(event)
         self._tap(TappedEvent("client", event["type"], event, message, time.time()))
         self.upstream.send(message)
 
     def send_trusted(self, event: dict[str, Any], text: str) -> None:
         """A client event from a trusted party (the app backend's sideband): no policy,
         tapped like the browser's, then forwarded upstream in order."""
+        self._note_answers(event)
         self._tap(TappedEvent("client", event["type"], event, text, time.time()))
         self.upstream.send(text)
 
@@ -247,6 +254,8 @@ class EventBridge:
         text = message if isinstance(message, str) else message.decode("utf-8", "replace")
         event, _ = parse_event(text)
         if event is not None:  # observers see only what they can encode
+            if event["type"] == "response.function_call_arguments.done":
+                self.open_function_calls.add(event.get("call_id"))
             self._tap(TappedEvent("server", event["type"], event, text, time.time()))
             if self.policy is not None and self.policy.filters_server_events:
                 shown = self.policy.server_view(event, text)
@@ -255,6 +264,38 @@ class EventBridge:
                     return
                 text = shown
         self.caller.send(text)
+
+    def _note_answers(self, event: dict[str, Any]) -> None:
+        """A function call answered (by the browser or the backend) is answered once."""
+        if event["type"] != "conversation.item.create":
+            return
+        item = event.get("item")
+        if isinstance(item, dict) and item.get("type") == "function_call_output":
+            self.open_function_calls.discard(item.get("call_id"))
+
+
+class _RecentIds:
+    """A bounded set of ids: past ``limit``, the oldest is forgotten."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._ids: dict[str, None] = {}
+
+    def add(self, value: Any) -> None:
+        if isinstance(value, str) and value:
+            self._ids[value] = None
+            while len(self._ids) > self._limit:
+                del self._ids[next(iter(self._ids))]
+
+    def discard(self, value: Any) -> None:
+        if isinstance(value, str):
+            self._ids.pop(value, None)
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
 
 def _event_id_of(message: str | bytes) -> str | None:

@@ -10,7 +10,8 @@ forwarded. The backend widens or narrows this per secret with the relay extensio
     "relay": {
       "allowed_client_events": ["input_audio_buffer.append", ...],  # replaces the default
       "allowed_server_events": ["*", "-response.function_call_arguments.*"],  # default: all
-      "locked_fields": ["instructions", "tools", "audio.output.voice"]  # replaces the default
+      "locked_fields": ["instructions", "tools", "audio.output.voice"],  # replaces the default
+      "allowed_client_items": ["message", "function_call_output"]  # default: ["message"]
     }
 
 Event patterns: an exact type, ``prefix.*``, or ``*``; a leading ``-`` excludes (last
@@ -20,6 +21,12 @@ match wins). Locked fields are dotted session paths; by default: ``type``, ``mod
 set it, as OpenAI's clients send ``tracing: "auto"`` by default). A locked field may be
 sent again with the value it has (a client re-sending the backend's voice is fine).
 
+Items the browser adds (``conversation.item.create``, ``response.create``'s ``input``)
+are user messages only, unless ``allowed_client_items`` also names
+``function_call_output``: a backend whose tools run in the browser (OpenAI's browser SDKs
+answer tool calls this way) lets the browser answer them, and only them: the output must
+name the ``call_id`` of a function call the model made on this call.
+
 Hiding ``response.function_call_arguments.done`` from the browser also hides the items
 of function calls and their outputs (``conversation.item.*``, ``response.output_item.*``)
 and removes them from ``response.done``: tool calls then reach only the sideband."""
@@ -27,7 +34,7 @@ and removes them from ``response.done``: tool calls then reach only the sideband
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +73,14 @@ _FUNCTION_ITEMS = ("function_call", "function_call_output")
 #: Fields of ``response.create``'s ``response`` that are not session fields.
 _RESPONSE_OWN = ("conversation", "metadata", "input")
 _MISSING = object()
-_POLICY_KEYS = ("allowed_client_events", "allowed_server_events", "locked_fields")
+_POLICY_KEYS = (
+    "allowed_client_events",
+    "allowed_server_events",
+    "locked_fields",
+    "allowed_client_items",
+)
+#: The item types a browser may be allowed to add.
+CLIENT_ITEM_TYPES = ("message", "function_call_output")
 
 
 class PolicyDenied(Exception):
@@ -139,18 +153,21 @@ class SessionPolicy:
     locked_fields: tuple[str, ...]
     #: The minted session: locked fields may be re-sent with these values.
     session: Mapping[str, Any]
+    allowed_client_items: tuple[str, ...] = ("message",)
 
     def as_dict(self) -> dict[str, list[str]]:
         return {
             "allowed_client_events": list(self.allowed_client_events),
             "allowed_server_events": list(self.allowed_server_events),
             "locked_fields": list(self.locked_fields),
+            "allowed_client_items": list(self.allowed_client_items),
         }
 
     # -- client events -----------------------------------------------------------------
 
-    def check_client(self, event: Mapping[str, Any]) -> None:
-        """Raise :class:`PolicyDenied` unless the browser may send ``event``."""
+    def check_client(self, event: Mapping[str, Any], calls: Container[str] = ()) -> None:
+        """Raise :class:`PolicyDenied` unless the browser may send ``event``; ``calls``:
+        the ids of the function calls the model made on this call."""
         kind = str(event.get("type"))
         if not _matches(self.allowed_client_events, kind):
             raise PolicyDenied(
@@ -161,9 +178,9 @@ class SessionPolicy:
         elif kind == "response.create":
             response = event.get("response")
             if response is not None:
-                self._check_response(response)
+                self._check_response(response, calls)
         elif kind == "conversation.item.create":
-            self._check_item(event.get("item"), "item")
+            self._check_item(event.get("item"), "item", calls)
 
     def check_session(self, update: Any, where: str) -> None:
         """A session change (``session.update``, a call's ``session`` part) must leave
@@ -189,7 +206,7 @@ class SessionPolicy:
                 f"{where}.{path}",
             )
 
-    def _check_response(self, response: Any) -> None:
+    def _check_response(self, response: Any, calls: Container[str]) -> None:
         if not isinstance(response, dict):
             raise PolicyDenied("'response' must be an object.", "response")
         session_like = {k: v for k, v in response.items() if k not in _RESPONSE_OWN}
@@ -202,18 +219,28 @@ class SessionPolicy:
         for index, item in enumerate(items):
             if isinstance(item, dict) and item.get("type") == "item_reference":
                 continue
-            self._check_item(item, f"response.input[{index}]")
+            self._check_item(item, f"response.input[{index}]", calls)
 
-    @staticmethod
-    def _check_item(item: Any, where: str) -> None:
-        """Only user messages: no function outputs, no system or assistant turns."""
+    def _check_item(self, item: Any, where: str, calls: Container[str]) -> None:
+        """User messages, and outputs of this call's function calls where allowed; no
+        system or assistant turns."""
         if not isinstance(item, dict):
             raise PolicyDenied(f"'{where}' must be an object.", where)
         kind = item.get("type", "message")
-        if kind != "message":
+        if kind not in self.allowed_client_items:
+            allowed = " or ".join(f"'{k}'" for k in self.allowed_client_items)
             raise PolicyDenied(
-                f"This client may only add user messages, not '{kind}' items.", f"{where}.type"
+                f"This client may only add {allowed} items, not '{kind}' ones.", f"{where}.type"
             )
+        if kind == "function_call_output":
+            call_id = item.get("call_id")
+            if not isinstance(call_id, str) or call_id not in calls:
+                raise PolicyDenied(
+                    "A function_call_output must answer a function call the model made "
+                    "on this call.",
+                    f"{where}.call_id",
+                )
+            return
         if item.get("role") != "user":
             raise PolicyDenied(
                 f"This client may only add user messages, not '{item.get('role')}' ones.",
@@ -302,10 +329,21 @@ def normalise_relay_field(session: Mapping[str, Any], param: str = "session") ->
     client = given.get("allowed_client_events", list(DEFAULT_CLIENT_EVENTS))
     server = given.get("allowed_server_events", ["*"])
     locked = given.get("locked_fields", default_locked(session))
+    items = _names(given.get("allowed_client_items", ["message"]), f"{where}.allowed_client_items")
+    for index, name in enumerate(items):
+        if name not in CLIENT_ITEM_TYPES:
+            raise InvalidRequest(
+                f"Invalid value for '{where}.allowed_client_items[{index}]': expected one of "
+                + ", ".join(f"'{t}'" for t in CLIENT_ITEM_TYPES)
+                + ".",
+                code="invalid_value",
+                param=f"{where}.allowed_client_items[{index}]",
+            )
     return {
         "allowed_client_events": list(_names(client, f"{where}.allowed_client_events")),
         "allowed_server_events": list(_names(server, f"{where}.allowed_server_events")),
         "locked_fields": list(_names(locked, f"{where}.locked_fields")),
+        "allowed_client_items": list(items),
     }
 
 
@@ -322,5 +360,6 @@ def split_policy(session: Mapping[str, Any]) -> tuple[dict[str, Any], SessionPol
         tuple(full["allowed_server_events"]),
         tuple(full["locked_fields"]),
         rest,
+        tuple(full["allowed_client_items"]),
     )
     return rest, policy

@@ -169,6 +169,17 @@ class EventFactory:
             "completed", item_id, logprobs, transcript=transcript, usage=usage
         )
 
+    def transcription_failed(self, item_id: str, error: dict[str, Any]) -> Event:
+        return self.event(
+            "conversation.item.input_audio_transcription.failed",
+            item_id=item_id,
+            content_index=0,
+            error=error,
+        )
+
+    def server_error(self, error: dict[str, Any]) -> Event:
+        return self.event("error", error={**error, "event_id": None})
+
     # -- responses --
 
     def response_created(self, response: dict[str, Any]) -> Event:

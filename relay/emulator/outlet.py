@@ -4,9 +4,10 @@ agent's audio on its outgoing track."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .events import Event, EventFactory
+from .faults import Faults
 from .playout import AgentAudioTrack
 
 
@@ -18,6 +19,8 @@ class Outlet:
     send: Callable[[Event], None]
     #: The agent's paced audio.
     track: AgentAudioTrack
+    #: Failures switched on for this call (:mod:`.faults`).
+    faults: Faults = field(default_factory=Faults)
 
     def send_all(self, events: Iterable[Event]) -> None:
         for event in events:

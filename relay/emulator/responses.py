@@ -19,6 +19,7 @@ from typing import Any
 from . import ids
 from .conversation import Conversation, Entry
 from .events import OutputSlot
+from .faults import server_error_body
 from .outlet import Outlet
 from .playout import RATE
 from .voice import speak, utter
@@ -163,7 +164,13 @@ class ResponseRun:
     async def _run(self) -> None:
         plan = self.plan
         await asyncio.sleep(self.delay_secs)
+        faults = self.out.faults
+        if faults.on("server_error"):
+            self.out.send(self.out.factory.server_error(server_error_body()))
         self._emit_created()
+        if faults.on("response_failed"):
+            self.finish("failed")
+            return
         item = self._item("in_progress", with_content=False)
         self.out.send(self.out.factory.output_item("added", plan.response_id, 0, item))
         self._output_added = True
@@ -260,8 +267,10 @@ class ResponseRun:
             output_text=text_tokens(self.spoken if plan.function is None else item["arguments"]),
             output_audio=math.ceil(self.audio_ms / OUTPUT_AUDIO_MS_PER_TOKEN),
         )
-        details = None
-        if status != "completed":
+        details: dict[str, Any] | None = None
+        if status == "failed":
+            details = {"type": "failed", "error": server_error_body()}
+        elif status != "completed":
             details = {"type": status, "reason": reason}
         self.out.send(
             self.out.factory.response_done(self._response(status, output, details, usage))

@@ -33,6 +33,7 @@ from .capture import ReceivedAudio
 from .client_events import ClientEventHandler
 from .errors import ApiError
 from .events import Event, EventFactory
+from .faults import Faults
 from .ice import configure_ice
 from .items import ItemCommands
 from .outlet import Outlet
@@ -94,6 +95,8 @@ class EmulatedCall:
         self.expires_at = int(self.created_at + self.max_session_secs)
         self.on_closed = on_closed
         self.factory = EventFactory(config.dialect)
+        #: Test hook: the failures switched on for this call (:mod:`.faults`).
+        self.faults = Faults(settings.faults)
         #: Test hook: the caller's audio as received (see relay.emulator.capture).
         self.received = ReceivedAudio()
         #: Test hook: every client event received (parsed when it was JSON) and every
@@ -117,7 +120,7 @@ class EmulatedCall:
         self.pc.on("connectionstatechange", self._on_connection_state)
 
     def _conversation_logic(self) -> tuple[Dialogue, ClientEventHandler]:
-        out = Outlet(self.factory, self.send, self.track)
+        out = Outlet(self.factory, self.send, self.track, self.faults)
         dialogue = Dialogue(
             self.config, out, self.settings.response_delay_secs, Senses.of(self.settings)
         )

@@ -46,6 +46,9 @@ class EmulatorSettings:
     recognition: bool = False
     #: A recognition that takes longer is abandoned (the fallback transcript is used).
     recognition_timeout_secs: float = 15.0
+    #: Failures every call starts with (:mod:`.faults`: ``response_failed``,
+    #: ``transcription_failed``, ``server_error``); tests switch them per call too.
+    faults: tuple[str, ...] = ()
     #: Whether the agent speaks with espeak-ng (:mod:`.speaking`) instead of the
     #: synthetic voice (``RELAY_EMULATOR_REAL_VOICE``, on for ``realtime-relay emulator``).
     real_voice: bool = False

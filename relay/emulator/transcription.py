@@ -20,6 +20,7 @@ import numpy as np
 
 from . import hearing
 from .conversation import Entry
+from .faults import transcription_error_body
 from .outlet import Outlet
 from .responses import INPUT_AUDIO_MS_PER_TOKEN, text_tokens
 
@@ -73,6 +74,10 @@ async def transcribe(
     await asyncio.sleep(TRANSCRIPTION_DELAY_SECS)
     if heard is not None:
         transcript = (await heard) or transcript
+    if out.faults.on("transcription_failed"):
+        error = transcription_error_body()
+        out.send(out.factory.transcription_failed(entry.id, error))
+        return
     deltas = [transcript] if model == "whisper-1" else _WORDS.findall(transcript) or [""]
     for delta in deltas:
         logprobs = logprobs_of(delta) if with_logprobs else None

@@ -20,6 +20,7 @@ from relay.config import EmulatorSettings
 
 LOW, HIGH = 42000, 42009
 
+
 def host_udp_ports(sdp: str) -> list[int]:
     """Ports of the UDP host candidates of an SDP (once each: BUNDLE repeats them in
     every media section)."""

@@ -53,6 +53,7 @@ from bench.tones import OnsetReceiver
 from relay import aiortc_patches
 from relay.config import EmulatorSettings, Secret
 from relay.emulator.app import SESSIONS, create_emulator_app
+from relay.emulator.registry import CallRegistry
 
 logger = logging.getLogger("bench.load_upstream")
 
@@ -175,6 +176,10 @@ class Bench:
         self.probe_loop = encoded_probe_loop()
         self._ticker: asyncio.Task[None] | None = None
         self._seq = 0
+        #: The emulator's per-call counts as last seen, by call id: it remembers only
+        #: its last few ended calls, so totals are kept here (sampled every tick).
+        self.emulator_seen: dict[str, tuple[int, int, int, int]] = {}
+        self.emulator_sessions: CallRegistry | None = None
 
     def start(self) -> None:
         self.lag.start()
@@ -195,6 +200,7 @@ class Bench:
         while True:
             await asyncio.sleep(EVENT_INTERVAL_S)
             self._seq += 1
+            self.sample_emulator()
             calls = list(self.light.values()) + list(self.probes.values())
             for call in calls:
                 call.send(
@@ -208,6 +214,14 @@ class Bench:
                         "delta": words[self._seq % len(words)] + " ",
                     }
                 )
+
+    def sample_emulator(self) -> None:
+        registry = self.emulator_sessions
+        if registry is None:
+            return
+        for c in registry.calls():
+            counts = (c.received.frames, c.track.frames_sent, c.track.audio_frames_sent)
+            self.emulator_seen[c.id] = (*counts, len(c.server_events))
 
     async def create_call(self, request: web.Request) -> web.Response:
         offer = await request.text()
@@ -270,16 +284,18 @@ async def bench_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 def _sum_emulator(app: web.Application) -> dict[str, Any]:
-    """Totals over every remembered call (live or ended: the deltas over a window stay
-    right if one ends), and the live calls' own uplink counts."""
-    registry = app[SESSIONS]
-    calls = registry.calls()
+    """Totals over every call the bench has seen (live or ended, sampled every tick, so
+    the deltas over a window stay right when calls end), and the live calls' own uplink
+    counts."""
+    bench, registry = app[BENCH], app[SESSIONS]
+    bench.sample_emulator()
+    seen = bench.emulator_seen.values()
     return {
         "active": len(registry.active),
-        "frames_in": sum(c.received.frames for c in calls),
-        "frames_out": sum(c.track.frames_sent for c in calls),
-        "audio_frames_out": sum(c.track.audio_frames_sent for c in calls),
-        "events_out": sum(len(c.server_events) for c in calls),
+        "frames_in": sum(s[0] for s in seen),
+        "frames_out": sum(s[1] for s in seen),
+        "audio_frames_out": sum(s[2] for s in seen),
+        "events_out": sum(s[3] for s in seen),
         "per_call_in": [c.received.frames for c in registry.active.values()],
     }
 
@@ -353,6 +369,7 @@ def create_app(key: str, port: int, mode: str) -> web.Application:
     app.middlewares.append(bench_middleware)
     bench = Bench(mode)
     app[BENCH] = bench
+    bench.emulator_sessions = app[SESSIONS]
     app.router.add_get("/bench/stats", stats)
     app.router.add_post("/bench/probe", probe_arm)
     app.router.add_get("/bench/probe", probe_get)

@@ -1,0 +1,284 @@
+"""The operator console (``/monitor/``) in real headless Chromium, against the real
+operator routes and real recordings: live calls, a call's detail, history search and
+playback in step with the transcript, layout at 1280 and 390 px, and axe-core."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from axe import serious_violations
+from browser_harness import BASE_ARGS, CHROMIUM, PHONE_VIEWPORT, SCREENSHOTS
+from ops.fakes import FakeCall, FakeDirectory
+from ops.recordings import ShiftedClock, Turn, record_call
+from ops.test_monitor_page import feed_audio
+from pytest_aiohttp import AiohttpServer
+from relay_fixtures import RelayFactory
+
+from relay.config import Secret
+from relay.http.errors import error_middleware
+from relay.http.ops_routes import setup_ops_routes
+from relay.ops.components import Ops
+from relay.ops.metrics import RelayMetrics
+from relay.ops.monitor import MonitorHub
+from relay.ops.recording import Recorder
+from relay.taps import LinkStats, MediaStats
+
+pytestmark = pytest.mark.browser
+
+ADMIN = "console-token"
+DESKTOP = {"width": 1280, "height": 900}
+PLAYED_TURNS: list[Turn] = [
+    (1.5, "user", "Good morning, is my order on its way?"),
+    (3.0, "agent", "It left the warehouse this morning."),
+    (4.5, "user", "Wonderful, thank you."),
+    (6.0, "agent", "You are welcome."),
+]
+OTHER_TURNS: list[Turn] = [(1.0, "user", "I would like to cancel my subscription.")]
+
+
+@dataclass
+class Console:
+    url: str
+    directory: FakeDirectory
+    live: FakeCall
+    played: FakeCall
+    other: FakeCall
+
+
+@pytest.fixture
+async def console(aiohttp_server: AiohttpServer, tmp_path: Path) -> AsyncIterator[Console]:
+    clock = ShiftedClock()
+    metrics = RelayMetrics(process=False)
+    directory = FakeDirectory(clock)
+    recorder = Recorder(tmp_path / "rec", policy="all", metrics=metrics, clock=clock)
+    ops = Ops(
+        directory=directory,
+        metrics=metrics,
+        hub=MonitorHub(directory.snapshot_of, metrics),
+        recorder=recorder,
+        admin_token=Secret(ADMIN),
+    )
+    app = web.Application(middlewares=[error_middleware])
+    setup_ops_routes(app, ops)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    clock.shift = -86400.0  # yesterday's call
+    other = await record_call(directory, recorder, clock, OTHER_TURNS, 2.0, "upstream_failed")
+    clock.shift = 0.0
+    played = await record_call(directory, recorder, clock, PLAYED_TURNS, 7.0)
+    live = directory.start(FakeCall(model="gpt-realtime-mini"))
+    feeder = asyncio.create_task(feed_audio(directory, live))
+    try:
+        yield Console(str(server.make_url("/monitor/")), directory, live, played, other)
+    finally:
+        feeder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await feeder
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[*BASE_ARGS, "--autoplay-policy=no-user-gesture-required"],
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def open_console(browser: Any, url: str, viewport: dict[str, int]) -> tuple[Any, list[str]]:
+    page = await browser.new_page(viewport=viewport)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.on("response", lambda r: r.status >= 400 and errors.append(f"{r.status} {r.url}"))
+    await page.goto(url)
+    await page.fill("#token", ADMIN)
+    await page.click("#token-form button")
+    return page, errors
+
+
+def stats(call_id: str, sample: int) -> MediaStats:
+    """The n-th media-stats sample of a call: 40 + 10n ms RTT to the caller, 5 ms of
+    jitter, 2 of 50 packets lost since the previous sample."""
+    link = LinkStats("caller", "in", "1", 48 * sample, 2 * sample, 0.005)
+    return MediaStats(call_id, {}, {}, links=[link], rtt_secs={"caller": 0.04 + 0.01 * sample})
+
+
+async def test_console_lists_a_live_call_and_shows_its_detail(
+    console: Console, browser: Any
+) -> None:
+    page, errors = await open_console(browser, console.url, DESKTOP)
+    row = page.locator(f'tr[data-call-id="{console.live.id}"]')
+    await row.wait_for(timeout=10_000)
+    await page.fill("#call-filter", "no-such-call")
+    await row.wait_for(state="detached", timeout=5_000)
+    await page.fill("#call-filter", "mini")
+    await row.focus()
+    await page.keyboard.press("Enter")  # keyboard: choose the call
+    await page.wait_for_function(
+        "window.__monitor.levels.caller > -20 && window.__monitor.levels.agent < -20",
+        timeout=10_000,
+    )
+    assert await page.locator("#legs").inner_text() != ""
+    assert "connected" in await page.locator("#legs").inner_text()
+    assert await page.locator("#vad-caller").inner_text() == "speaking"
+
+    for sample in range(1, 4):
+        console.directory.media_stats(stats(console.live.id, sample))
+    await page.wait_for_function("window.__monitor.stats >= 3", timeout=10_000)
+    assert await page.locator('output[data-series="rtt-caller"]').inner_text() == "70 ms"
+    assert await page.locator('output[data-series="jitter-caller"]').inner_text() == "5 ms"
+    assert await page.locator('output[data-series="loss-caller"]').inner_text() == "4.0 %"
+    path = await page.get_attribute("#spark-rtt-caller path", "d")
+    assert path is not None and path.count("L") == 2  # three points: one line, two segments
+
+    console.directory.event(
+        console.live.id and console.live,
+        "server",
+        {"type": "response.output_audio_transcript.done", "item_id": "a", "transcript": "Hi."},
+        time.time(),
+    )
+    await page.wait_for_function(
+        "document.querySelector('#transcript').textContent.includes('Hi.')", timeout=10_000
+    )
+    summary = page.locator("#events summary", has_text="response.output_audio_transcript.done")
+    await summary.last.click()  # the event's JSON, expanded
+    assert '"transcript": "Hi."' in await page.locator("#events details[open] pre").inner_text()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / "console-live.png"), full_page=True)
+    assert await serious_violations(page) == []
+    assert errors == [], errors
+
+
+async def test_console_finds_a_call_by_a_word_and_plays_it_in_step(
+    console: Console, browser: Any
+) -> None:
+    page, errors = await open_console(browser, console.url, DESKTOP)
+    await page.click("#tab-history")
+    results = page.locator("#recordings .console-result")
+    await results.nth(1).wait_for(timeout=10_000)  # both recordings, unfiltered
+    await page.fill("#history-q", "subscription")
+    await page.press("#history-q", "Enter")
+    await page.wait_for_function("window.__monitor.history.searches >= 2", timeout=10_000)
+    assert await page.evaluate("window.__monitor.history.results") == [console.other.id]
+    assert "cancel my subscription" in await results.first.inner_text()
+
+    await page.fill("#history-q", "warehouse")
+    await page.press("#history-q", "Enter")
+    await page.wait_for_function("window.__monitor.history.searches >= 3", timeout=10_000)
+    assert await page.evaluate("window.__monitor.history.results") == [console.played.id]
+    await results.first.click()
+    await page.locator("#player-transcript li").nth(len(PLAYED_TURNS) - 1).wait_for()
+    await page.wait_for_function(
+        "document.querySelector('#player-audio').duration > 6.9", timeout=10_000
+    )
+    assert await page.locator("#waveform path.wave-caller").count() == 1
+
+    # Playing: the highlighted line is the one being said (between the previous line's
+    # completion and its own), and it moves on as the audio plays.
+    starts = [0.0] + [offset for offset, _, _ in PLAYED_TURNS[:-1]]
+    await page.evaluate("document.querySelector('#player-audio').play()")
+    seen: list[int] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        now, active = await page.evaluate(
+            """() => [document.querySelector('#player-audio').currentTime,
+                      [...document.querySelectorAll('#player-transcript li')]
+                        .findIndex((li) => li.hasAttribute('data-active'))]"""
+        )
+        expected = max(i for i, start in enumerate(starts) if start <= now)
+        if abs(now - starts[expected]) > 0.3:  # not at a boundary, where timeupdate lags
+            assert active == expected, (now, active)
+            if not seen or seen[-1] != active:
+                seen.append(active)
+        if now > 4.8:
+            break
+        await asyncio.sleep(0.1)
+    assert seen[:4] == [0, 1, 2, 3][: len(seen)] and len(seen) >= 3, seen
+
+    # A click on a line seeks to where it is said.
+    await page.evaluate("document.querySelector('#player-audio').pause()")
+    await page.locator("#player-transcript li button").nth(1).click()
+    current = await page.evaluate("document.querySelector('#player-audio').currentTime")
+    assert abs(current - starts[1]) < 0.05
+    assert await page.locator("#player-transcript li").nth(1).get_attribute("data-active") == ""
+    await page.screenshot(path=str(SCREENSHOTS / "console-history.png"), full_page=True)
+    assert await serious_violations(page) == []
+    assert errors == [], errors
+
+
+# Boxes that must not overlap each other (other than one inside another) nor leave
+# the viewport.
+LAYOUT_JS = """() => {
+  const selector = "h1, h2, h3, label, input, select, button, meter, output, svg, audio, " +
+    "td, th, p, .console-card, .console-vad, summary";
+  const boxes = [...document.querySelectorAll(selector)]
+    .filter((el) => el.getClientRects().length && getComputedStyle(el).visibility !== "hidden")
+    .map((el) => ({el, r: el.getBoundingClientRect()}))
+    .filter(({r}) => r.width > 0 && r.height > 0);
+  const name = (el) => el.id ? `#${el.id}` : `${el.tagName.toLowerCase()}.${el.className}` +
+    `:${(el.textContent || "").trim().slice(0, 20)}`;
+  const problems = [];
+  const width = document.documentElement.clientWidth;
+  if (document.documentElement.scrollWidth > width) {
+    problems.push(`page scrolls sideways: ${document.documentElement.scrollWidth} > ${width}`);
+  }
+  for (const {el, r} of boxes) {
+    if (r.left < -0.5 || r.right > width + 0.5) problems.push(`${name(el)} leaves the viewport`);
+  }
+  for (let i = 0; i < boxes.length; i++) {
+    for (let j = i + 1; j < boxes.length; j++) {
+      const a = boxes[i], b = boxes[j];
+      if (a.el.contains(b.el) || b.el.contains(a.el)) continue;
+      const w = Math.min(a.r.right, b.r.right) - Math.max(a.r.left, b.r.left);
+      const h = Math.min(a.r.bottom, b.r.bottom) - Math.max(a.r.top, b.r.top);
+      if (w > 1 && h > 1) problems.push(`${name(a.el)} overlaps ${name(b.el)}`);
+    }
+  }
+  return problems;
+}"""
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE_VIEWPORT], ids=["1280px", "390px"])
+async def test_console_layout_has_no_overlap_or_sideways_scroll(
+    console: Console, browser: Any, viewport: dict[str, int]
+) -> None:
+    page, errors = await open_console(browser, console.url, viewport)
+    row = page.locator(f'tr[data-call-id="{console.live.id}"]')
+    await row.click(timeout=10_000)
+    console.directory.media_stats(stats(console.live.id, 1))
+    await page.wait_for_function("window.__monitor.stats >= 1", timeout=10_000)
+    assert await page.evaluate(LAYOUT_JS) == []
+
+    await page.click("#tab-history")
+    await page.locator(f'.console-result[data-call-id="{console.played.id}"]').click(timeout=10_000)
+    await page.locator("#player-transcript li").nth(len(PLAYED_TURNS) - 1).wait_for()
+    await page.wait_for_function("document.querySelector('#waveform path')", timeout=10_000)
+    assert await page.evaluate(LAYOUT_JS) == []
+    label = f"{viewport['width']}px"
+    await page.screenshot(path=str(SCREENSHOTS / f"console-{label}.png"), full_page=True)
+    assert errors == [], errors
+
+
+async def test_voice_page_has_no_serious_accessibility_violations(
+    start_relay: RelayFactory, browser: Any
+) -> None:
+    relay = await start_relay()
+    page = await browser.new_page(viewport=DESKTOP)
+    await page.goto(relay.url("/"))
+    await page.wait_for_load_state("networkidle")
+    assert await serious_violations(page) == []

@@ -13,22 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from axe import serious_violations
 from browser_harness import BASE_ARGS, CHROMIUM, PHONE_VIEWPORT, SCREENSHOTS
 from ops.fakes import FakeCall, FakeDirectory
-from ops.recordings import ShiftedClock, Turn, record_call
-from ops.test_monitor_page import feed_audio
+from ops.recordings import Turn, feed_audio, ops_with_recorder, record_call
 from pytest_aiohttp import AiohttpServer
 from relay_fixtures import RelayFactory
+from support import PacedAudioSource, realtime_client
 
 from relay.config import Secret
-from relay.http.errors import error_middleware
-from relay.http.ops_routes import setup_ops_routes
-from relay.ops.components import Ops
-from relay.ops.metrics import RelayMetrics
-from relay.ops.monitor import MonitorHub
-from relay.ops.recording import Recorder
 from relay.taps import LinkStats, MediaStats
 
 pytestmark = pytest.mark.browser
@@ -55,20 +48,9 @@ class Console:
 
 @pytest.fixture
 async def console(aiohttp_server: AiohttpServer, tmp_path: Path) -> AsyncIterator[Console]:
-    clock = ShiftedClock()
-    metrics = RelayMetrics(process=False)
-    directory = FakeDirectory(clock)
-    recorder = Recorder(tmp_path / "rec", policy="all", metrics=metrics, clock=clock)
-    ops = Ops(
-        directory=directory,
-        metrics=metrics,
-        hub=MonitorHub(directory.snapshot_of, metrics),
-        recorder=recorder,
-        admin_token=Secret(ADMIN),
-    )
-    app = web.Application(middlewares=[error_middleware])
-    setup_ops_routes(app, ops)
-    server = await aiohttp_server(app, host="127.0.0.1")
+    ops = ops_with_recorder(tmp_path / "rec", ADMIN)
+    directory, recorder, clock = ops.directory, ops.recorder, ops.clock
+    server = await aiohttp_server(ops.app, host="127.0.0.1")
     clock.shift = -86400.0  # yesterday's call
     other = await record_call(directory, recorder, clock, OTHER_TURNS, 2.0, "upstream_failed")
     clock.shift = 0.0
@@ -147,7 +129,7 @@ async def test_console_lists_a_live_call_and_shows_its_detail(
     assert path is not None and path.count("L") == 2  # three points: one line, two segments
 
     console.directory.event(
-        console.live.id and console.live,
+        console.live,
         "server",
         {"type": "response.output_audio_transcript.done", "item_id": "a", "transcript": "Hi."},
         time.time(),
@@ -161,6 +143,44 @@ async def test_console_lists_a_live_call_and_shows_its_detail(
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SCREENSHOTS / "console-live.png"), full_page=True)
     assert await serious_violations(page) == []
+    assert errors == [], errors
+
+
+async def test_console_plays_listen_in_and_shows_the_end_of_a_call(
+    console: Console, browser: Any
+) -> None:
+    page, errors = await open_console(browser, console.url, DESKTOP)
+    await page.locator(f'tr[data-call-id="{console.live.id}"]').click(timeout=10_000)
+    await page.wait_for_function("window.__monitor.levels.caller > -20", timeout=10_000)
+    now = time.time()
+    user_done = {
+        "type": "conversation.item.input_audio_transcription.completed",
+        "item_id": "item_user",
+        "transcript": "Is the line clear?",
+    }
+    console.directory.event(console.live, "server", user_done, now)
+    for delta in ("Crystal ", "clear."):
+        event = {"type": "response.output_audio_transcript.delta", "item_id": "b", "delta": delta}
+        console.directory.event(console.live, "server", event, now)
+    await page.wait_for_function(
+        "document.querySelector('#transcript').textContent.includes('Crystal clear.')",
+        timeout=10_000,
+    )
+    assert "Is the line clear?" in await page.locator("#transcript").inner_text()
+
+    await page.click("#listen")
+    await page.wait_for_function(
+        "window.__monitor.scheduledSecs > 1 && window.__monitor.listenLevel() > -30",
+        timeout=10_000,
+    )
+    assert await page.get_attribute("#listen", "aria-pressed") == "true"
+    console.directory.end(console.live, "hangup")
+    await page.wait_for_function(
+        "document.querySelector('#detail-state').textContent.startsWith('ended')",
+        timeout=10_000,
+    )
+    assert await page.get_attribute("#listen", "aria-pressed") == "false"
+    assert await page.is_disabled("#hangup")
     assert errors == [], errors
 
 
@@ -272,6 +292,35 @@ async def test_console_layout_has_no_overlap_or_sideways_scroll(
     label = f"{viewport['width']}px"
     await page.screenshot(path=str(SCREENSHOTS / f"console-{label}.png"), full_page=True)
     assert errors == [], errors
+
+
+async def test_console_shows_a_real_calls_legs_and_hangs_it_up(
+    start_relay: RelayFactory, browser: Any
+) -> None:
+    """A real WebRTC call through the relay: its transport and ICE pair in the detail,
+    and the console's hang-up (pressed twice) ends it."""
+    relay = await start_relay(admin_token=Secret(ADMIN))
+    async with realtime_client(PacedAudioSource()) as client:
+        response = await client.connect(relay.http, relay.calls_url, "")
+        assert response.status == 201, await response.text()
+        call_id = (client.location or "").rsplit("/", 1)[-1]
+        await client.wait_for("session.created", timeout=10)
+        page, errors = await open_console(browser, relay.url("/monitor/"), DESKTOP)
+        await page.locator(f'tr[data-call-id="{call_id}"]').click(timeout=10_000)
+        caller_leg = page.locator("#legs tr", has_text="caller")
+        await caller_leg.get_by_text("127.0.0.1").wait_for(timeout=10_000)
+        leg = await caller_leg.inner_text()
+        assert "webrtc" in leg and "udp" in leg and "connected" in leg, leg
+
+        await page.click("#hangup")
+        assert relay.registry.get(call_id) is not None  # the first press only arms it
+        await page.click("#hangup")
+        await page.wait_for_function(
+            "document.querySelector('#detail-state').textContent.startsWith('ended · hangup')",
+            timeout=10_000,
+        )
+        assert relay.registry.get(call_id) is None
+        assert errors == [], errors
 
 
 async def test_voice_page_has_no_serious_accessibility_violations(

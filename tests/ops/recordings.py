@@ -4,9 +4,19 @@ transcript turns completed at given offsets."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from aiohttp import web
+
+from relay.config import Secret
+from relay.http.errors import error_middleware
+from relay.http.ops_routes import setup_ops_routes
+from relay.ops.components import Ops
+from relay.ops.metrics import RelayMetrics
+from relay.ops.monitor import MonitorHub
 from relay.ops.recording import Recorder
 
 from .fakes import FRAME_SECS, FakeCall, FakeDirectory, eventually, tone
@@ -60,3 +70,42 @@ async def record_call(
 
     await eventually(complete, timeout_secs=10)
     return call
+
+
+@dataclass
+class OpsWithRecorder:
+    """The operator routes alone, on fake calls that the real recorder records."""
+
+    app: web.Application
+    directory: FakeDirectory
+    recorder: Recorder
+    clock: ShiftedClock
+
+
+def ops_with_recorder(root: Path, admin_token: str) -> OpsWithRecorder:
+    clock = ShiftedClock()
+    metrics = RelayMetrics(process=False)
+    directory = FakeDirectory(clock)
+    recorder = Recorder(root, policy="all", metrics=metrics, clock=clock)
+    ops = Ops(
+        directory=directory,
+        metrics=metrics,
+        hub=MonitorHub(directory.snapshot_of, metrics),
+        recorder=recorder,
+        admin_token=Secret(admin_token),
+    )
+    app = web.Application(middlewares=[error_middleware])
+    setup_ops_routes(app, ops)
+    return OpsWithRecorder(app, directory, recorder, clock)
+
+
+async def feed_audio(directory: FakeDirectory, call: FakeCall) -> None:
+    """Caller and agent tones in real time, 20 ms frames, until cancelled."""
+    t0 = time.time()
+    index = 0
+    while True:
+        stamp = t0 + index * FRAME_SECS
+        await asyncio.sleep(max(0.0, stamp - time.time()))
+        directory.audio(call, "caller", tone(440, start=index * 480), stamp)
+        directory.audio(call, "agent", tone(660, amplitude=0.1, start=index * 480), stamp)
+        index += 1

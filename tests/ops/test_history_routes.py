@@ -8,19 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 
-from relay.config import Secret
-from relay.http.errors import error_middleware
-from relay.http.ops_routes import setup_ops_routes
-from relay.ops.components import Ops
-from relay.ops.metrics import RelayMetrics
-from relay.ops.monitor import MonitorHub
-from relay.ops.recording import Recorder
-
-from .fakes import FakeDirectory
-from .recordings import ShiftedClock, record_call
+from .recordings import ops_with_recorder, record_call
 
 ADMIN = "history-token"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -29,21 +19,8 @@ DAY = 86400.0
 
 @pytest.fixture
 async def history(aiohttp_client: AiohttpClient, tmp_path: Path) -> Any:
-    clock = ShiftedClock()
-    metrics = RelayMetrics(process=False)
-    directory = FakeDirectory(clock)
-    recorder = Recorder(tmp_path / "rec", policy="all", metrics=metrics, clock=clock)
-    ops = Ops(
-        directory=directory,
-        metrics=metrics,
-        hub=MonitorHub(directory.snapshot_of, metrics),
-        recorder=recorder,
-        admin_token=Secret(ADMIN),
-    )
-    app = web.Application(middlewares=[error_middleware])
-    setup_ops_routes(app, ops)
-    client = await aiohttp_client(app)
-    return client, directory, recorder, clock
+    ops = ops_with_recorder(tmp_path / "rec", ADMIN)
+    return await aiohttp_client(ops.app), ops.directory, ops.recorder, ops.clock
 
 
 async def search(client: Any, **params: str) -> dict[str, Any]:

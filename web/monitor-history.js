@@ -160,11 +160,15 @@ function drawWaveform(wave) {
 
 function showTranscript(recording, text) {
   const t0 = recording.started_at || 0;
-  const entries = text
-    .split("\n")
-    .filter(Boolean)
-    .map((line) => JSON.parse(line))
-    .filter((e) => typeof e.text === "string");
+  const entries = [];
+  for (const line of text.split("\n")) {
+    try {
+      const entry = JSON.parse(line);
+      if (typeof entry.text === "string" && typeof entry.t === "number") entries.push(entry);
+    } catch {
+      // an empty or torn line (a crash cut it): not a turn
+    }
+  }
   // A line is said before its completion time (t): it is active from the previous line's
   // completion to its own.
   history.lines = entries.map((e, i) => {

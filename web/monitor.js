@@ -55,6 +55,8 @@ function visibleCalls() {
 function renderCalls() {
   const calls = visibleCalls();
   const now = Date.now() / 1000;
+  // The rows are rebuilt at each poll: a keyboard user's focus stays on the same call.
+  const focused = document.activeElement?.closest?.("#calls tr")?.dataset.callId;
   $("calls").replaceChildren(
     ...calls.map((call) => {
       const row = document.createElement("tr");
@@ -78,6 +80,7 @@ function renderCalls() {
       return row;
     }),
   );
+  if (focused) $("calls").querySelector(`tr[data-call-id="${CSS.escape(focused)}"]`)?.focus();
   $("call-count").textContent = String(live.calls.length);
   $("no-calls").hidden = calls.length > 0;
   $("no-calls").textContent = live.calls.length ? "No call matches the filter." : "No live calls.";

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import filecmp
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,11 +18,13 @@ from axe import serious_violations
 from browser_harness import BASE_ARGS, CHROMIUM, PHONE_VIEWPORT, SCREENSHOTS
 from ops.fakes import FakeCall, FakeDirectory
 from ops.recordings import Turn, feed_audio, ops_with_recorder, record_call
+from playwright.async_api import expect
 from pytest_aiohttp import AiohttpServer
 from relay_fixtures import RelayFactory
 from support import PacedAudioSource, realtime_client
 
 from relay.config import Secret
+from relay.ops.recording import Recorder
 from relay.taps import LinkStats, MediaStats
 
 pytestmark = pytest.mark.browser
@@ -44,6 +47,7 @@ class Console:
     live: FakeCall
     played: FakeCall
     other: FakeCall
+    recorder: Recorder
 
 
 @pytest.fixture
@@ -58,7 +62,7 @@ async def console(aiohttp_server: AiohttpServer, tmp_path: Path) -> AsyncIterato
     live = directory.start(FakeCall(model="gpt-realtime-mini"))
     feeder = asyncio.create_task(feed_audio(directory, live))
     try:
-        yield Console(str(server.make_url("/monitor/")), directory, live, played, other)
+        yield Console(str(server.make_url("/monitor/")), directory, live, played, other, recorder)
     finally:
         feeder.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -110,6 +114,10 @@ async def test_console_lists_a_live_call_and_shows_its_detail(
     await row.wait_for(state="detached", timeout=5_000)
     await page.fill("#call-filter", "mini")
     await row.focus()
+    polls = await page.evaluate("window.__monitor.polls")
+    await page.wait_for_function(f"window.__monitor.polls > {polls}", timeout=10_000)
+    focused = await page.evaluate("document.activeElement.dataset.callId")
+    assert focused == console.live.id  # the list's refresh keeps the keyboard's place
     await page.keyboard.press("Enter")  # keyboard: choose the call
     await page.wait_for_function(
         "window.__monitor.levels.caller > -20 && window.__monitor.levels.agent < -20",
@@ -139,7 +147,9 @@ async def test_console_lists_a_live_call_and_shows_its_detail(
     )
     summary = page.locator("#events summary", has_text="response.output_audio_transcript.done")
     await summary.last.click()  # the event's JSON, expanded
-    assert '"transcript": "Hi."' in await page.locator("#events details[open] pre").inner_text()
+    await expect(page.locator("#events details[open] pre")).to_contain_text(
+        '"transcript": "Hi."', timeout=5_000
+    )
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SCREENSHOTS / "console-live.png"), full_page=True)
     assert await serious_violations(page) == []
@@ -201,7 +211,8 @@ async def test_console_finds_a_call_by_a_word_and_plays_it_in_step(
     await page.press("#history-q", "Enter")
     await page.wait_for_function("window.__monitor.history.searches >= 3", timeout=10_000)
     assert await page.evaluate("window.__monitor.history.results") == [console.played.id]
-    await results.first.click()
+    await results.first.focus()
+    await page.keyboard.press("Enter")  # keyboard: open the recording
     await page.locator("#player-transcript li").nth(len(PLAYED_TURNS) - 1).wait_for()
     await page.wait_for_function(
         "document.querySelector('#player-audio').duration > 6.9", timeout=10_000
@@ -236,6 +247,19 @@ async def test_console_finds_a_call_by_a_word_and_plays_it_in_step(
     current = await page.evaluate("document.querySelector('#player-audio').currentTime")
     assert abs(current - starts[1]) < 0.05
     assert await page.locator("#player-transcript li").nth(1).get_attribute("data-active") == ""
+    await page.focus("#waveform")
+    await page.keyboard.press("ArrowRight")  # the waveform seeks by 5 s from the keyboard
+    current = await page.evaluate("document.querySelector('#player-audio').currentTime")
+    assert abs(current - (starts[1] + 5)) < 0.05
+    assert await page.get_attribute("#waveform", "aria-valuenow") == str(round(current))
+
+    async with page.expect_download() as started:
+        await page.click('[data-download="audio.wav"]')
+    download = await started.value
+    assert download.suggested_filename == f"{console.played.id}-audio.wav"
+    on_disk = console.recorder.file_path(console.played.id, "audio.wav")
+    assert on_disk is not None
+    assert await asyncio.to_thread(filecmp.cmp, await download.path(), on_disk, False)
     await page.screenshot(path=str(SCREENSHOTS / "console-history.png"), full_page=True)
     assert await serious_violations(page) == []
     assert errors == [], errors

@@ -207,9 +207,24 @@ async def test_console_finds_a_call_by_a_word_and_plays_it_in_step(
     assert await page.evaluate("window.__monitor.history.results") == [console.other.id]
     assert "cancel my subscription" in await results.first.inner_text()
 
-    await page.fill("#history-q", "warehouse")
+    # By date (from the browser's today) and by outcome, with the form's other fields.
+    await page.fill("#history-q", "")
+    today = await page.evaluate("new Date().toLocaleDateString('en-CA')")  # YYYY-MM-DD
+    await page.fill("#history-since", today)
     await page.press("#history-q", "Enter")
     await page.wait_for_function("window.__monitor.history.searches >= 3", timeout=10_000)
+    found = await page.evaluate("window.__monitor.history.results")
+    assert console.played.id in found and console.other.id not in found  # yesterday's
+    await page.fill("#history-since", "")
+    await page.fill("#history-outcome", "upstream_failed")
+    await page.press("#history-q", "Enter")
+    await page.wait_for_function("window.__monitor.history.searches >= 4", timeout=10_000)
+    assert await page.evaluate("window.__monitor.history.results") == [console.other.id]
+    await page.fill("#history-outcome", "")
+
+    await page.fill("#history-q", "warehouse")
+    await page.press("#history-q", "Enter")
+    await page.wait_for_function("window.__monitor.history.searches >= 5", timeout=10_000)
     assert await page.evaluate("window.__monitor.history.results") == [console.played.id]
     await results.first.focus()
     await page.keyboard.press("Enter")  # keyboard: open the recording

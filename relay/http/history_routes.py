@@ -6,7 +6,8 @@ its waveform, and its files to play or download. All need the admin token (see
 ``until`` (when the call started: Unix seconds or ISO 8601, ``until`` exclusive),
 ``outcome``, ``limit`` (1-1000, default 100) and ``offset``; answers one page, newest
 first, with ``has_more`` and ``next_offset``. A search reads at most
-``store.MAX_SCANNED`` recordings (``truncated`` says it stopped there).
+``store.MAX_SCANNED`` recordings and ``store.MAX_SEARCH_BYTES`` of transcripts
+(``truncated`` says it stopped there).
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from pytest_aiohttp import AiohttpClient
 
+from relay.ops.recording import store
+
 from .recordings import ops_with_recorder, record_call
 
 ADMIN = "history-token"
@@ -96,3 +98,22 @@ async def test_waveform_follows_the_two_channels(history: Any) -> None:
         f"/api/recordings/{call.id}/waveform", params={"points": "lots"}, headers=AUTH
     )
     assert bad.status == 400
+
+
+async def test_a_search_reads_a_bounded_number_of_recordings(
+    history: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, directory, recorder, clock = history
+    clock.shift = -DAY
+    old = await record_call(directory, recorder, clock, [(0.5, "user", "A needle.")], 1.0)
+    clock.shift = 0.0
+    await record_call(directory, recorder, clock, [(0.5, "user", "Hay.")], 1.0)
+    assert [r["call_id"] for r in (await search(client, q="needle"))["data"]] == [old.id]
+
+    monkeypatch.setattr(store, "MAX_SCANNED", 1)
+    stopped = await search(client, q="needle")
+    assert stopped["data"] == [] and stopped["truncated"] is True
+    monkeypatch.setattr(store, "MAX_SCANNED", 5000)
+    monkeypatch.setattr(store, "MAX_SEARCH_BYTES", 10)  # less than one transcript
+    stopped = await search(client, q="needle")
+    assert stopped["data"] == [] and stopped["truncated"] is True

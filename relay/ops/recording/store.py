@@ -160,8 +160,10 @@ class RecordingQuery:
 
 #: Recordings one search reads at most (metadata, and transcript when ``text`` is set).
 MAX_SCANNED: Final = 5000
-#: Transcript bytes of one recording a search reads at most.
+#: Transcript bytes of one recording a search reads at most (an hour of talk is ~100 KB).
 MAX_TRANSCRIPT_BYTES: Final = 1_000_000
+#: Transcript bytes one search reads at most, all recordings together.
+MAX_SEARCH_BYTES: Final = 64_000_000
 #: Matching transcript lines returned per recording.
 MAX_MATCHES: Final = 3
 
@@ -170,13 +172,19 @@ def search_recordings(root: Path, query: RecordingQuery) -> dict[str, Any]:
     """One page of the recordings ``query`` finds, newest first: ``data`` (metadata plus
     ``matches``, the transcript lines holding a searched word), ``has_more``,
     ``next_offset``, and ``truncated`` when :data:`MAX_SCANNED` recordings were read
-    before the page was full (narrow the dates to search further back)."""
+    or :data:`MAX_SEARCH_BYTES` of transcripts before the page was full (narrow the
+    dates to search further back)."""
     words = query.text.lower().split()
     wanted = query.offset + query.limit + 1
     found: list[dict[str, Any]] = []
     scanned = 0
+    budget = [MAX_SEARCH_BYTES]  # transcript bytes left to read
+    stopped = False
     for metadata, folder in _newest_first(root, query.since, query.until):
-        if len(found) >= wanted or scanned >= MAX_SCANNED:
+        if len(found) >= wanted:
+            break
+        if scanned >= MAX_SCANNED or budget[0] <= 0:
+            stopped = True
             break
         scanned += 1
         if query.outcome and metadata.get("outcome") != query.outcome:
@@ -186,7 +194,7 @@ def search_recordings(root: Path, query: RecordingQuery) -> dict[str, Any]:
             query.until is not None and started >= query.until
         ):
             continue
-        matches = _transcript_matches(folder, words) if words else []
+        matches = _transcript_matches(folder, words, budget) if words else []
         if words and not matches:
             continue
         found.append({**metadata, "matches": matches[:MAX_MATCHES]})
@@ -196,7 +204,7 @@ def search_recordings(root: Path, query: RecordingQuery) -> dict[str, Any]:
         "data": page,
         "has_more": has_more,
         "next_offset": query.offset + len(page) if has_more else None,
-        "truncated": scanned >= MAX_SCANNED and not has_more,
+        "truncated": stopped and not has_more,
     }
 
 
@@ -220,17 +228,18 @@ def _newest_first(
         yield from recordings
 
 
-def _transcript_matches(folder: Path, words: list[str]) -> list[dict[str, Any]]:
+def _transcript_matches(folder: Path, words: list[str], budget: list[int]) -> list[dict[str, Any]]:
     """The transcript lines of ``folder`` holding one of ``words``, if the transcript
-    holds every one of them (else ``[]``)."""
+    holds every one of them (else ``[]``). What is read is taken from ``budget[0]``."""
     path = own_file(folder, TRANSCRIPT_JSONL)
     if path is None:
         return []
     try:
         with path.open("rb") as file:
-            raw = file.read(MAX_TRANSCRIPT_BYTES)
+            raw = file.read(max(0, min(MAX_TRANSCRIPT_BYTES, budget[0])))
     except OSError:
         return []
+    budget[0] -= len(raw)
     lines = []
     for line in raw.decode("utf-8", "replace").splitlines():
         with contextlib.suppress(ValueError):

@@ -7,8 +7,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTEST=(.venv/bin/python -m pytest "$@")
 # Things the tests fetch from package registries, fetched here, before the network goes:
-# OpenAI's browser Agents SDK (pinned, cached under the temporary folder).
+# OpenAI's browser Agents SDK and axe-core (pinned, cached under the temporary folder).
 .venv/bin/python tests/browser/agents_sdk/install.py || echo "warning: could not fetch the Agents SDK"
+.venv/bin/python tests/browser/axe.py >/dev/null || echo "warning: could not fetch axe-core"
 if [ "${RELAY_TEST_NETNS:-1}" = "1" ] && unshare -n true 2>/dev/null; then
   exec unshare -n sh -c 'ip link set lo up && exec "$@"' sh "${PYTEST[@]}"
 elif [ "${RELAY_TEST_NETNS:-1}" = "1" ] && unshare -rn true 2>/dev/null; then

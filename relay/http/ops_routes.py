@@ -35,7 +35,6 @@ from ..ops.monitor import (
     MonitorHub,
     TwilioStream,
 )
-from ..ops.recording import FILES, Recorder
 from .errors import SLOW_CLIENTS, error_response
 from .files import file_response
 from .state import REGISTRY
@@ -47,15 +46,14 @@ T = TypeVar("T")
 WS_PROTOCOL: Final = "relay-monitor"
 BEARER_PROTOCOL_PREFIX: Final = "bearer."
 WS_HEARTBEAT_SECS: Final = 20.0
+#: The operator console's files (``web/monitor*``), served under ``/monitor/``.
 MONITOR_FILES: Final = {
     "monitor.js": "text/javascript",
+    "monitor-common.js": "text/javascript",
+    "monitor-detail.js": "text/javascript",
+    "monitor-history.js": "text/javascript",
+    "monitor-listen.js": "text/javascript",
     "monitor.css": "text/css",
-}
-_DOWNLOAD_TYPES: Final = {
-    ".wav": "audio/wav",
-    ".jsonl": "application/x-ndjson",
-    ".json": "application/json",
-    ".txt": "text/plain",
 }
 
 
@@ -106,9 +104,9 @@ def setup_ops_routes(app: web.Application, ops: Ops) -> None:
     router.add_get("/api/calls/{call_id}", get_call)
     router.add_get("/api/calls/{call_id}/events", call_events)
     router.add_get("/api/calls/{call_id}/listen", call_listen)
-    router.add_get("/api/recordings", list_recordings)
-    router.add_get("/api/recordings/{call_id}", get_recording)
-    router.add_get("/api/recordings/{call_id}/{name}", download_recording_file)
+    from .history_routes import add_history_routes  # it uses this module's helpers
+
+    add_history_routes(router)
     router.add_get("/monitor", monitor_redirect)
     router.add_get("/monitor/", monitor_page)
     router.add_get("/monitor/{name}", monitor_asset)
@@ -344,59 +342,6 @@ async def _send_twilio(ws: web.WebSocketResponse, sub: ListenSubscription) -> No
 
 def _twilio_track(track: ListenTrack) -> str:
     return "outbound" if track == "agent" else "inbound"
-
-
-# -- recordings -------------------------------------------------------------------------------
-
-
-def _recorder(request: web.Request) -> Recorder | None:
-    return request.app[OPS].recorder
-
-
-@_admin
-async def list_recordings(request: web.Request) -> web.Response:
-    """Metadata of the newest recordings (``?limit=``, default 100, at most 1000)."""
-    recorder = _recorder(request)
-    if recorder is None:
-        return _json({"object": "list", "data": []})
-    try:
-        limit = min(1000, max(1, int(request.query.get("limit", "100"))))
-    except ValueError:
-        return error_response(400, "limit must be an integer.", code="invalid_value", param="limit")
-    data = await asyncio.to_thread(recorder.list_recordings, limit)
-    return _json({"object": "list", "data": data})
-
-
-@_admin
-async def get_recording(request: web.Request) -> web.Response:
-    """One recording's metadata and its files (name, bytes)."""
-    recorder = _recorder(request)
-    call_id = request.match_info["call_id"]
-    described = await asyncio.to_thread(recorder.describe, call_id) if recorder else None
-    if described is None:
-        return _not_found("No recording of that call.")
-    return _json(described)
-
-
-@_admin
-async def download_recording_file(request: web.Request) -> web.StreamResponse:
-    """One file of a recording. Only the names a recording has (``FILES``) are
-    served, so nothing from the URL reaches a path."""
-    recorder = _recorder(request)
-    call_id, name = request.match_info["call_id"], request.match_info["name"]
-    if name not in FILES:
-        return _not_found(f"A recording has no file {name!r}.", param="name")
-    path = await asyncio.to_thread(recorder.file_path, call_id, name) if recorder else None
-    if path is None:
-        return _not_found("No recording of that call.")
-    return file_response(
-        request,
-        path,
-        {
-            "Content-Type": _DOWNLOAD_TYPES.get(path.suffix, "application/octet-stream"),
-            "Content-Disposition": f'attachment; filename="{call_id}-{name}"',
-        },
-    )
 
 
 # -- the monitor page -------------------------------------------------------------------------

@@ -11,6 +11,9 @@ Messages of an events subscription (JSON objects, encoded by its WebSocket's sen
 - ``{"type": "relay.snapshot", "call": <the call's snapshot>, "events": [...]}`` first;
 - ``{"type": "relay.event", "t", "direction", "event"}`` per data-channel event;
 - ``{"type": "relay.levels", "t", "caller_dbfs", "agent_dbfs"}`` ten times a second;
+- ``{"type": "relay.stats", "t", "rtt_secs": {leg: s}, "links": [{"leg", "direction",
+  "packets_received", "packets_lost", "jitter_secs"}]}`` at each media-stats sample
+  (every few seconds; counters cumulative);
 - ``{"type": "relay.call_ended", "outcome", "call": {..., "state": "ended",
   "transcripts": [{"role", "text", "item_id", "t"}]}}`` last.
 
@@ -23,6 +26,7 @@ mixed to mono for ``pcm16`` (paired frame by frame, holding one speaker's frames
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -31,7 +35,7 @@ import numpy as np
 
 from relay.media.pcm import level_dbfs, mix
 from relay.ops.metrics import RelayMetrics
-from relay.taps import CallEnd, CallInfo, Observer, Speaker, TappedEvent
+from relay.taps import CallEnd, CallInfo, MediaStats, Observer, Speaker, TappedEvent
 
 from .subscriptions import (
     EventSubscription,
@@ -196,6 +200,28 @@ class MonitorHub(Observer):
             "event": event.data,  # read-only; encoded by each subscriber's sender
         }
         state.history.append(message)
+        for sub in state.events:
+            sub.put(message)
+
+    def media_stats(self, stats: MediaStats) -> None:
+        state = self._calls.get(stats.call_id)
+        if state is None or not state.events:
+            return
+        message = {
+            "type": "relay.stats",
+            "t": time.time(),
+            "rtt_secs": dict(stats.rtt_secs),
+            "links": [
+                {
+                    "leg": link.leg,
+                    "direction": link.direction,
+                    "packets_received": link.packets_received,
+                    "packets_lost": link.packets_lost,
+                    "jitter_secs": link.jitter_secs,
+                }
+                for link in stats.links
+            ],
+        }
         for sub in state.events:
             sub.put(message)
 

@@ -17,6 +17,7 @@ import shutil
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -141,6 +142,114 @@ def list_recordings(root: Path, limit: int = 100) -> list[dict[str, Any]]:
                 found.append(metadata)
     found.sort(key=lambda m: float(m.get("started_at") or 0.0), reverse=True)
     return found[:limit]
+
+
+@dataclass(frozen=True)
+class RecordingQuery:
+    """What the history search looks for. ``text``: words that must all occur in the
+    transcript (any case); ``since``/``until``: Unix times the call started between;
+    ``outcome``: the metadata's outcome exactly; ``offset``/``limit``: the page."""
+
+    text: str = ""
+    since: float | None = None
+    until: float | None = None
+    outcome: str | None = None
+    offset: int = 0
+    limit: int = 50
+
+
+#: Recordings one search reads at most (metadata, and transcript when ``text`` is set).
+MAX_SCANNED: Final = 5000
+#: Transcript bytes of one recording a search reads at most (an hour of talk is ~100 KB).
+MAX_TRANSCRIPT_BYTES: Final = 1_000_000
+#: Transcript bytes one search reads at most, all recordings together.
+MAX_SEARCH_BYTES: Final = 64_000_000
+#: Matching transcript lines returned per recording.
+MAX_MATCHES: Final = 3
+
+
+def search_recordings(root: Path, query: RecordingQuery) -> dict[str, Any]:
+    """One page of the recordings ``query`` finds, newest first: ``data`` (metadata plus
+    ``matches``, the transcript lines holding a searched word), ``has_more``,
+    ``next_offset``, and ``truncated`` when :data:`MAX_SCANNED` recordings were read
+    or :data:`MAX_SEARCH_BYTES` of transcripts before the page was full (narrow the
+    dates to search further back)."""
+    words = query.text.lower().split()
+    wanted = query.offset + query.limit + 1
+    found: list[dict[str, Any]] = []
+    scanned = 0
+    budget = [MAX_SEARCH_BYTES]  # transcript bytes left to read
+    stopped = False
+    for metadata, folder in _newest_first(root, query.since, query.until):
+        if len(found) >= wanted:
+            break
+        if scanned >= MAX_SCANNED or budget[0] <= 0:
+            stopped = True
+            break
+        scanned += 1
+        if query.outcome and metadata.get("outcome") != query.outcome:
+            continue
+        started = float(metadata.get("started_at") or 0.0)
+        if (query.since is not None and started < query.since) or (
+            query.until is not None and started >= query.until
+        ):
+            continue
+        matches = _transcript_matches(folder, words, budget) if words else []
+        if words and not matches:
+            continue
+        found.append({**metadata, "matches": matches[:MAX_MATCHES]})
+    page = found[query.offset : query.offset + query.limit]
+    has_more = len(found) > query.offset + query.limit
+    return {
+        "data": page,
+        "has_more": has_more,
+        "next_offset": query.offset + len(page) if has_more else None,
+        "truncated": stopped and not has_more,
+    }
+
+
+def _newest_first(
+    root: Path, since: float | None, until: float | None
+) -> Iterator[tuple[dict[str, Any], Path]]:
+    """(metadata, folder) of each recording, newest first, skipping whole days outside
+    ``since``..``until``."""
+    for day in day_folders(root):
+        end = _day_end(day.name)
+        if since is not None and end <= since:
+            return  # this day and every older one ended before ``since``
+        if until is not None and end - 86400 >= until:
+            continue
+        recordings = []
+        for folder in day.iterdir():
+            metadata = read_metadata(folder) if _real_dir(folder) else None
+            if metadata is not None:
+                recordings.append((metadata, folder))
+        recordings.sort(key=lambda r: float(r[0].get("started_at") or 0.0), reverse=True)
+        yield from recordings
+
+
+def _transcript_matches(folder: Path, words: list[str], budget: list[int]) -> list[dict[str, Any]]:
+    """The transcript lines of ``folder`` holding one of ``words``, if the transcript
+    holds every one of them (else ``[]``). What is read is taken from ``budget[0]``."""
+    path = own_file(folder, TRANSCRIPT_JSONL)
+    if path is None:
+        return []
+    try:
+        with path.open("rb") as file:
+            raw = file.read(max(0, min(MAX_TRANSCRIPT_BYTES, budget[0])))
+    except OSError:
+        return []
+    budget[0] -= len(raw)
+    lines = []
+    for line in raw.decode("utf-8", "replace").splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if isinstance(entry, dict) and isinstance(entry.get("text"), str):
+                lines.append(entry)
+    text = " ".join(entry["text"] for entry in lines).lower()
+    if not all(word in text for word in words):
+        return []
+    return [e for e in lines if any(word in e["text"].lower() for word in words)]
 
 
 # -- crash recovery ---------------------------------------------------------------------

@@ -90,3 +90,25 @@ def repair_wav(path: Path) -> int:
         file.truncate(WAV_HEADER_BYTES + data_bytes)
         _patch_sizes(file, data_bytes)
     return data_bytes // block
+
+
+def peaks(path: Path, points: int) -> dict[str, list[float]]:
+    """The waveform of a recording's stereo WAV for drawing: the loudest sample (0..1)
+    of each channel (``caller`` left, ``agent`` right) in each of ``points`` equal
+    slices of the audio (fewer if the file holds fewer frames). Reads the samples in
+    place (a memory map), not into memory."""
+    block = CHANNELS * SAMPLE_BYTES
+    frames = max(0, path.stat().st_size - WAV_HEADER_BYTES) // block
+    points = max(0, min(points, frames))
+    if points == 0:
+        return {"caller": [], "agent": []}
+    with path.open("rb") as file:
+        data = np.memmap(
+            file, dtype="<i2", mode="r", offset=WAV_HEADER_BYTES, shape=(frames, CHANNELS)
+        )
+        starts = np.linspace(0, frames, points + 1).astype(np.int64)[:-1]
+        high = np.maximum.reduceat(data, starts, axis=0).astype(np.float64)
+        low = np.minimum.reduceat(data, starts, axis=0).astype(np.float64)
+        del data
+    loudest = np.minimum(1.0, np.maximum(high, -low) / 32767.0).round(4)
+    return {"caller": loudest[:, 0].tolist(), "agent": loudest[:, 1].tolist()}

@@ -146,7 +146,8 @@ class Fleet:
             "RELAY_RECORDING_DIR": str(self.folder / f"recordings-{port}"),
         }
 
-    def start(self, count: int) -> None:
+    def start(self, workers: tuple[int, ...]) -> None:
+        """Redis, the emulator, one node per entry of ``workers`` (its shard count)."""
         self.start_redis()
         emulator = _popen(
             [str(BIN), "emulator", "--port", str(self.emulator_port)],
@@ -154,10 +155,10 @@ class Fleet:
             self.folder / "emulator.log",
         )
         self.procs["emulator"] = emulator
-        for _ in range(count):
+        for shards in workers:
             port = free_port()
             log = self.folder / f"node-{port}.log"
-            args = [str(BIN), "serve", "--port", str(port), "--workers", "1"]
+            args = [str(BIN), "serve", "--port", str(port), "--workers", str(shards)]
             self.nodes.append(Node(port, _popen(args, self.node_env(port), log), log))
         wait_http(f"http://127.0.0.1:{self.emulator_port}/healthz", emulator)
         for node in self.nodes:

@@ -29,7 +29,9 @@ WS_AUTH = ("relay-monitor", f"bearer.{ADMIN}")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     fleet = Fleet(tmp_path_factory.mktemp("fleet"))
     try:
-        fleet.start(3)
+        # The second node runs two shards: a request another node forwards to it may
+        # reach either, and goes on to the call's shard.
+        fleet.start(workers=(1, 2, 1))
         yield fleet
     finally:
         fleet.close()
@@ -167,6 +169,18 @@ async def test_every_node_lists_every_call(fleet: Fleet, http: aiohttp.ClientSes
         on_two = await open_call(http, two.url, b, await mint(two.url))
         for base in (one.url, two.url, three.url, fleet.lb):
             assert {on_one, on_two} <= await listed(http, base), base
+        # each node (each shard) publishes its load with its heartbeat
+        await until(
+            lambda: sum(load["calls"] for load in fleet.node_loads().values()) >= 2,
+            CALL_TTL_SECS,
+            "loads not published",
+        )
+        loads = fleet.node_loads()
+        assert set(loads) == {f"{one.url}#0", f"{two.url}#0", f"{two.url}#1", f"{three.url}#0"}
+        assert loads[f"{one.url}#0"]["calls"] >= 1
+        assert all(
+            {"loop_lag_ms", "loop_load", "cpu", "draining"} <= set(v) for v in loads.values()
+        )
 
 
 async def test_redis_restarted_mid_call(fleet: Fleet, http: aiohttp.ClientSession) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from ..errors import Overloaded
@@ -98,6 +99,11 @@ class CallDirectory:
         self.available = True
         return result
 
+    async def _run(self, pipe: Pipeline) -> None:
+        """A pipeline's commands, in one round trip."""
+        done: list[Any] = await self._bounded(pipe.execute())
+        logger.debug("directory pipeline: %d command(s)", len(done))
+
     async def ping(self) -> None:
         await self._bounded(self._redis.ping())
 
@@ -143,16 +149,14 @@ class CallDirectory:
         gone = [call_key(c) for c in ended]
         if gone:
             pipe.delete(*gone)
-        results: list[Any] = await self._bounded(pipe.execute())
-        del results
+        await self._run(pipe)
 
     async def leave(self, node_id: str, call_ids: Iterable[str]) -> None:
         keys = [node_key(node_id), *(call_key(c) for c in call_ids)]
         pipe = self._redis.pipeline(transaction=False)
         pipe.delete(*keys)
         pipe.srem(NODES, node_id)
-        results: list[Any] = await self._bounded(pipe.execute())
-        del results
+        await self._run(pipe)
 
     async def nodes(self) -> dict[str, dict[str, Any]]:
         """The live nodes' last published load, by node id (expired ones are pruned)."""

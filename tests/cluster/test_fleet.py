@@ -184,6 +184,20 @@ async def test_every_node_lists_every_call(fleet: Fleet, http: aiohttp.ClientSes
         )
 
 
+async def test_a_websocket_call_is_in_the_directory(
+    fleet: Fleet, http: aiohttp.ClientSession
+) -> None:
+    """The WebSocket transport's calls are registered as WebRTC ones are."""
+    one, _, three = fleet.nodes
+    protocols = ["realtime", f"openai-insecure-api-key.{await mint(one.url)}"]
+    async with http.ws_connect(f"{three.url}/v1/realtime/ws", protocols=protocols) as ws:
+        async with asyncio.timeout(15):
+            while (hello := await ws.receive_json())["type"] != "relay.call":
+                pass
+        assert fleet.call_owner(hello["call_id"]) == three.url
+        assert (await snapshot(http, one.url, hello["call_id"]))["transport"] == "websocket"
+
+
 async def test_redis_restarted_mid_call(fleet: Fleet, http: aiohttp.ClientSession) -> None:
     """Running calls keep their audio; new calls get 503 (OpenAI's envelope) while Redis
     is down and work again once it is back, with the running calls re-registered."""

@@ -17,7 +17,9 @@ import openai
 import pytest
 from support import PacedAudioSource, RealtimeClient
 
-from .fleet import ADMIN, CALL_TTL_SECS, RELAY_KEY, Fleet
+from relay.shards import INTERNAL_HEADER
+
+from .fleet import ADMIN, CALL_TTL_SECS, CLUSTER_TOKEN, RELAY_KEY, Fleet
 
 # Starting the fleet (the first test's set-up) takes 5-25 s on a busy machine.
 pytestmark = pytest.mark.timeout(90)
@@ -139,6 +141,23 @@ async def test_follow_ups_through_a_third_node(fleet: Fleet, http: aiohttp.Clien
         )
         assert hangup.status == 200, await hangup.text()
         await until(lambda: client.pc.connectionState == "closed", 10, "the call did not end")
+
+
+async def test_the_cluster_token_is_only_a_hop(fleet: Fleet, http: aiohttp.ClientSession) -> None:
+    """A wrong ``X-Relay-Internal`` is an ordinary public request (forwarded); the right
+    one is served where it lands (never forwarded again) and authorises nothing."""
+    one, _, three = fleet.nodes
+    async with caller() as client:
+        call_id = await open_call(http, one.url, client, await mint(one.url))
+        url = f"/api/calls/{call_id}"
+        wrong = {INTERNAL_HEADER: CLUSTER_TOKEN + "x", **ADMIN_AUTH}
+        async with http.get(three.url + url, headers=wrong) as response:
+            assert response.status == 200, await response.text()
+        right = {INTERNAL_HEADER: CLUSTER_TOKEN}
+        async with http.get(three.url + url, headers={**right, **ADMIN_AUTH}) as response:
+            assert response.status == 404  # node 3 does not own it and does not ask
+        async with http.get(one.url + url, headers=right) as response:
+            assert response.status == 401, await response.text()
 
 
 async def sideband_speaks(base: str, call_id: str, client: RealtimeClient) -> None:

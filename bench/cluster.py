@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,9 @@ class Bench:
             "RELAY_API_KEY": RELAY_KEY,
             "RELAY_ADMIN_TOKEN": ADMIN,
             "RELAY_ICE_ADDRESSES": "127.0.0.1",
-            "RELAY_MAX_LOOP_LOAD": "0",  # measure, do not refuse, on a shared machine
+            # measure, do not refuse, on a shared machine
+            "RELAY_MAX_LOOP_LOAD": "0",
+            "RELAY_MAX_LOOP_LAG_MS": "10000",
         }
         if name != "C":
             env |= {
@@ -239,73 +242,93 @@ def _ms(values: list[float]) -> str:
     return f"median {median:.{digits}f} ms, p90 {p90:.{digits}f} ms (n={len(values)})"
 
 
+@dataclass
+class Results:
+    idle: RedisCounts  # the heartbeats of A and B, no call
+    cpu_idle: float  # node B's, cores
+    setups: RedisCounts
+    with_dir: list[float]
+    without: list[float]
+    held: dict[str, Any]
+    round_trip: list[float]
+
+
+async def measure(bench: Bench, http: aiohttp.ClientSession, args: argparse.Namespace) -> Results:
+    await bench.start(http)
+    await bench.redis.reset()
+    cpu_idle = bench.procs["B"].cpu_seconds() or 0.0
+    await asyncio.sleep(IDLE_SECS)
+    idle = await bench.redis.read()
+    cpu_idle = ((bench.procs["B"].cpu_seconds() or 0.0) - cpu_idle) / idle.secs
+    with_dir: list[float] = []
+    without: list[float] = []
+    await bench.setup(http, "A", "B")  # warm-up: first connections, imports
+    await bench.setup(http, "C", "C")
+    await bench.redis.reset()
+    for index in range(args.setups):  # alternated: neither always goes first
+        if index % 2:
+            without.append(await bench.setup(http, "C", "C"))
+        with_dir.append(await bench.setup(http, "A", "B"))
+        if not index % 2:
+            without.append(await bench.setup(http, "C", "C"))
+    # the owner drops an ended call's entry at its next heartbeat
+    await asyncio.sleep(HEARTBEAT_SECS + 0.5)
+    batch = await bench.redis.read()
+    held = await hold(bench, args.calls, args.hold)
+    round_trip = await directory_round_trip(bench.redis.url)
+    setups = batch.minus(idle, batch.secs)
+    return Results(idle, cpu_idle, setups, with_dir, without, held, round_trip)
+
+
+def report(r: Results, args: argparse.Namespace) -> Measured:
+    """Print the measured figures; what the model takes from them."""
+    held, call_secs = r.held, r.held["call_secs"]
+    if call_secs < args.calls * args.hold * 0.95:
+        print(f"(of {args.calls} calls held {args.hold:g} s, {call_secs:.0f} call-seconds")
+        print(" were up: per-minute figures are per call-minute actually up)")
+    call_minutes = call_secs / 60
+    per_minute = held["redis"].minus(r.idle, args.hold)
+    node_minutes = 2 * r.idle.secs / 60
+    print(f"Redis per call set-up (mint, call, snapshot, hangup): {_per(r.setups, args.setups)}")
+    print(
+        f"Redis per minute of call ({args.calls} calls held {args.hold:g} s): "
+        f"{_per(per_minute, call_minutes)}"
+    )
+    print(f"Redis per node per minute, no calls (heartbeat): {_per(r.idle, node_minutes)}")
+    print(f"one directory lookup (GET of a client secret): {_ms(r.round_trip)}")
+    print(f"set-up (POST offer -> 201), with the directory: {_ms(r.with_dir)}")
+    print(f"set-up (POST offer -> 201), without:            {_ms(r.without)}")
+    sent_b, sent_p, recv_b, recv_p = held["media"]
+    print(
+        f"caller media per call: sent {sent_b * 8 / 1000:.1f} kbit/s ({sent_p:.0f} pkt/s), "
+        f"received {recv_b * 8 / 1000:.1f} kbit/s ({recv_p:.0f} pkt/s), Opus payload"
+    )
+    cpu_per_call = max(1e-3, (held["cpu"] - r.cpu_idle * args.hold) / call_secs)
+    print(f"relay CPU per call: {cpu_per_call:.3f} core (node idle: {r.cpu_idle:.3f})")
+    packets = max(sent_p, recv_p)
+    return Measured(
+        cpu_per_call=cpu_per_call,
+        ops_per_setup=r.setups.total / args.setups,
+        bytes_per_setup=(r.setups.bytes_in + r.setups.bytes_out) / args.setups,
+        ops_per_call_minute=per_minute.total / call_minutes,
+        bytes_per_call_minute=(per_minute.bytes_in + per_minute.bytes_out) / call_minutes,
+        ops_per_node_minute=r.idle.total / node_minutes,
+        bytes_per_node_minute=(r.idle.bytes_in + r.idle.bytes_out) / node_minutes,
+        media_bytes_per_sec=max(sent_b, recv_b) + PACKET_OVERHEAD_BYTES * packets,
+        packets_per_sec=packets,
+    )
+
+
 async def run(args: argparse.Namespace) -> None:
     gather_on(["127.0.0.1"])
     loop = EncodedLoop(encode_opus(caller_signal(load_speech()[0])))
     bench = Bench(Path(tempfile.mkdtemp(prefix="bench-cluster-")), loop)
     async with aiohttp.ClientSession() as http:
         try:
-            await bench.start(http)
-            await bench.redis.reset()
-            cpu_idle = bench.procs["B"].cpu_seconds() or 0.0
-            await asyncio.sleep(IDLE_SECS)
-            idle = await bench.redis.read()
-            cpu_idle = ((bench.procs["B"].cpu_seconds() or 0.0) - cpu_idle) / idle.secs
-            with_dir: list[float] = []
-            without: list[float] = []
-            await bench.setup(http, "A", "B")  # warm-up: first connections, imports
-            await bench.setup(http, "C", "C")
-            await bench.redis.reset()
-            for index in range(args.setups):  # alternated: neither always goes first
-                if index % 2:
-                    without.append(await bench.setup(http, "C", "C"))
-                with_dir.append(await bench.setup(http, "A", "B"))
-                if not index % 2:
-                    without.append(await bench.setup(http, "C", "C"))
-            # the owner drops an ended call's entry at its next heartbeat
-            await asyncio.sleep(HEARTBEAT_SECS + 0.5)
-            batch = await bench.redis.read()
-            setup_counts = batch.minus(idle, batch.secs)
-            held = await hold(bench, args.calls, args.hold)
-            round_trip = await directory_round_trip(bench.redis.url)
+            results = await measure(bench, http, args)
         finally:
             await bench.stop()
-    call_minutes = held["call_secs"] / 60
-    if held["call_secs"] < args.calls * args.hold * 0.95:
-        print(f"(of {args.calls} calls held {args.hold:g} s, {held['call_secs']:.0f} call-seconds")
-        print(" were up: per-minute figures are per call-minute actually up)")
-    per_minute = held["redis"].minus(idle, args.hold)
-    nodes_minutes = 2 * idle.secs / 60
-    print(
-        f"Redis per call set-up (mint, call, snapshot, hangup): {_per(setup_counts, args.setups)}"
-    )
-    print(
-        f"Redis per minute of call ({args.calls} calls held {args.hold:g} s): "
-        f"{_per(per_minute, call_minutes)}"
-    )
-    print(f"Redis per node per minute, no calls (heartbeat): {_per(idle, nodes_minutes)}")
-    print(f"one directory lookup (GET of a client secret): {_ms(round_trip)}")
-    print(f"set-up (POST offer -> 201), with the directory: {_ms(with_dir)}")
-    print(f"set-up (POST offer -> 201), without:            {_ms(without)}")
-    sent_b, sent_p, recv_b, recv_p = held["media"]
-    print(
-        f"caller media per call: sent {sent_b * 8 / 1000:.1f} kbit/s ({sent_p:.0f} pkt/s), "
-        f"received {recv_b * 8 / 1000:.1f} kbit/s ({recv_p:.0f} pkt/s), Opus payload"
-    )
-    cpu_per_call = max(1e-3, (held["cpu"] - cpu_idle * args.hold) / held["call_secs"])
-    print(f"relay CPU per call: {cpu_per_call:.3f} core (node idle: {cpu_idle:.3f})")
-    packets = max(sent_p, recv_p)
-    measured = Measured(
-        cpu_per_call=cpu_per_call,
-        ops_per_setup=setup_counts.total / args.setups,
-        bytes_per_setup=(setup_counts.bytes_in + setup_counts.bytes_out) / args.setups,
-        ops_per_call_minute=per_minute.total / call_minutes,
-        bytes_per_call_minute=(per_minute.bytes_in + per_minute.bytes_out) / call_minutes,
-        ops_per_node_minute=idle.total / nodes_minutes,
-        bytes_per_node_minute=(idle.bytes_in + idle.bytes_out) / nodes_minutes,
-        media_bytes_per_sec=max(sent_b, recv_b) + PACKET_OVERHEAD_BYTES * packets,
-        packets_per_sec=packets,
-    )
+    measured = report(results, args)
     assumptions = Assumptions(
         cores_per_node=args.cores_per_node,
         turn_share=args.turn_share,

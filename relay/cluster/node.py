@@ -89,8 +89,12 @@ class ClusterNode:
 
     async def _beat_forever(self) -> None:
         while True:
-            with contextlib.suppress(DirectoryUnavailable):  # logged once per outage
+            try:
                 await self.beat()
+            except DirectoryUnavailable:
+                pass  # logged once per outage; the next beat tries again
+            except Exception:  # a bug here must not stop the heartbeat for good
+                logger.exception("call directory heartbeat failed")
             await asyncio.sleep(self._ttl / 3)
 
     async def close(self) -> None:

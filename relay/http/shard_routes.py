@@ -152,7 +152,7 @@ async def _gather(request: web.Request, handler: Handler, fleet: bool) -> web.St
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
         )
     else:
-        merged = web.json_response(_merge_listings(body, others.values()))
+        merged = web.json_response(_merge_listings(request, body, others.values()))
     missing = [str(i) for i in siblings if i not in others]
     if missing:
         merged.headers[MISSING_HEADER] = ",".join(missing)
@@ -163,11 +163,17 @@ async def _gather(request: web.Request, handler: Handler, fleet: bool) -> web.St
     return merged
 
 
-def _merge_listings(body: bytes, others: Any) -> dict[str, Any]:
+def _merge_listings(request: web.Request, body: bytes, others: Any) -> dict[str, Any]:
+    """One list of every part's ``data``; recordings newest first, ``limit`` of them."""
     listing: dict[str, Any] = json.loads(body or b"{}")
+    data: list[Any] = listing.setdefault("data", [])
     for other in others:
-        if isinstance(other, dict):
-            listing.setdefault("data", []).extend(other.get("data", []))
+        if isinstance(other, dict) and isinstance(other.get("data"), list):
+            data.extend(other["data"])
+    if request.path == "/api/recordings":
+        data.sort(key=lambda m: float(m.get("started_at") or 0.0), reverse=True)
+        # the handler checked ?limit= already (each part answered 200)
+        listing["data"] = data[: min(1000, max(1, int(request.query.get("limit", "100"))))]
     return listing
 
 

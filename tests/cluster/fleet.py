@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 from test_process import BIN, free_port
@@ -187,11 +187,12 @@ class Fleet:
         return "".join(node.log.read_text(errors="replace") for node in self.nodes)
 
     def call_owner(self, call_id: str) -> str | None:
-        owner: str | None = self.redis().get(f"relay:call:{call_id}")
-        return owner
+        return cast("str | None", self.redis().get(f"relay:call:{call_id}"))
 
     def node_loads(self) -> dict[str, dict[str, Any]]:
         client = self.redis()
-        ids = sorted(client.smembers("relay:nodes"))
-        raws = client.mget([f"relay:node:{i}" for i in ids]) if ids else []
+        ids = sorted(cast("set[str]", client.smembers("relay:nodes")))
+        raws = cast(
+            "list[str | None]", client.mget([f"relay:node:{i}" for i in ids]) if ids else []
+        )
         return {i: json.loads(r) for i, r in zip(ids, raws, strict=True) if r}

@@ -71,9 +71,9 @@ async def mint(base: str) -> str:
 
 
 async def open_call(
-    http: aiohttp.ClientSession, base: str, client: RealtimeClient, secret: str
+    http: aiohttp.ClientSession, base: str, client: RealtimeClient, secret: str, **post: Any
 ) -> str:
-    response = await client.connect(http, f"{base}/v1/realtime/calls", secret)
+    response = await client.connect(http, f"{base}/v1/realtime/calls", secret, **post)
     assert response.status == 201, await response.text()
     await client.wait_for("session.created", timeout=15)
     assert client.location is not None
@@ -186,9 +186,15 @@ async def test_every_node_lists_every_call(fleet: Fleet, http: aiohttp.ClientSes
     one, two, three = fleet.nodes
     async with caller() as a, caller() as b:
         on_one = await open_call(http, one.url, a, await mint(one.url))
-        on_two = await open_call(http, two.url, b, await mint(two.url))
+        on_two = await open_call(
+            http, two.url, b, await mint(two.url), headers={"X-Relay-Record": "1"}
+        )
         for base in (one.url, two.url, three.url, fleet.lb):
             assert {on_one, on_two} <= await listed(http, base), base
+        async with http.get(f"{three.url}/api/recordings", headers=ADMIN_AUTH) as response:
+            assert response.status == 200, await response.text()
+            recorded = [r["call_id"] for r in (await response.json())["data"]]
+            assert on_two in recorded  # recorded on node 2, listed by node 3
         # each node (each shard) publishes its load with its heartbeat
         await until(
             lambda: sum(load["calls"] for load in fleet.node_loads().values()) >= 2,

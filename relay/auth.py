@@ -88,6 +88,10 @@ class ClientSecretStore:
             return None
         return secret
 
+    def forget(self, value: str) -> None:
+        """Drop a secret (one the fleet's directory could not take)."""
+        self._secrets.pop(value, None)
+
     def _sweep(self) -> None:
         now = time.time()
         for value in [v for v, s in self._secrets.items() if s.expires_at <= now]:

@@ -310,6 +310,34 @@ class Settings:
         "(median over the last 2 s; the built-in emulator's work counts) plus one call's "
         "average share; 0 turns it off",
     )
+    redis_url: Secret | None = setting(
+        None,
+        "RELAY_REDIS_URL",
+        "Redis (or Valkey) holding the fleet's call directory, e.g. `redis://redis:6379/0`: "
+        "client secrets valid on every node, each call's owner, each node's load; unset: "
+        "one machine, no directory",
+    )
+    cluster_token: Secret | None = setting(
+        None,
+        "RELAY_CLUSTER_TOKEN",
+        "shared secret the nodes of a fleet send each other (`X-Relay-Internal`) when they "
+        "forward a request to a call's owner; required with `RELAY_REDIS_URL`",
+    )
+    node_url: str = setting(
+        "",
+        "RELAY_NODE_URL",
+        "this node's base URL as the other nodes reach it (e.g. `http://10.0.3.7:8080`)",
+        shown="`http://<host>:<port>`",
+    )
+    cluster_call_ttl_secs: float = setting(
+        15.0,
+        "RELAY_CLUSTER_CALL_TTL_SECS",
+        "a call's and a node's directory entries expire this long after their owner last "
+        "refreshed them (every third of it): the bound on a dead node's calls leaving",
+    )
+    redis_timeout_secs: float = setting(
+        1.0, "RELAY_REDIS_TIMEOUT_SECS", "bound on every Redis operation (connect included)"
+    )
     #: Emulator used when ``openai_api_key`` is ``None``.
     emulator: EmulatorSettings = field(default_factory=EmulatorSettings)
 
@@ -334,6 +362,8 @@ def check(settings: Settings) -> list[str]:
         ok = len(parts) == 2 and all(p.strip().isdigit() for p in parts)
         if not ok or not 1024 <= int(parts[0]) <= int(parts[1]) <= 65535:
             problems.append("RELAY_UDP_PORTS must be `min-max` within 1024-65535")
+    if settings.redis_url is not None and settings.cluster_token is None:
+        problems.append("RELAY_REDIS_URL needs RELAY_CLUSTER_TOKEN (nodes authenticate each other)")
     if bool(settings.tls_cert) != bool(settings.tls_key):
         problems.append("RELAY_TLS_CERT and RELAY_TLS_KEY go together")
     return problems

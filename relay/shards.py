@@ -1,4 +1,5 @@
-"""Several worker processes behind one port: each a shard owning the calls it answered.
+"""Several worker processes behind one port: each a shard owning the calls it answered;
+and several nodes behind a load balancer, each owning its calls (:mod:`relay.cluster`).
 
 Workers share the public port (``SO_REUSEPORT``: the kernel spreads connections), and
 each also listens on a private Unix socket. A call id names its owner
@@ -10,10 +11,13 @@ secret minted elsewhere) can reach the owner:
 * client secrets are looked up at the shard that minted them;
 * ``/metrics`` and ``GET /api/calls`` gather every shard's answer.
 
-Requests arriving on the private socket carry the shard token and are always served
-locally, so nothing is forwarded twice. Only those are internal: the public listener
-never serves an internal route, and only forwards a request whose path is exactly a
-call route (a known prefix, a well-formed call id, one plain segment), to that path as
+A request goes to a **route target**: a sibling shard (its index: its Unix socket) or,
+with a call directory, another node (its base URL, found in the directory), by the
+same :meth:`ShardClient.forward`. Requests arriving on the private socket carry the
+shard token and are always served locally, so nothing is forwarded twice; those from
+another node carry the cluster token and go at most to a sibling shard. The public
+listener never serves an internal route, and only forwards a request whose path is
+exactly a call route (a known prefix, a well-formed call id, one plain segment), to that path as
 rebuilt from its parts.
 """
 
@@ -40,10 +44,11 @@ SHARD_HEADER = "X-Relay-Shard"
 #: A path about a call that may be forwarded, matched against the raw (undecoded) path
 #: as a whole: nothing percent-encoded, no dot segments, at most one plain segment on.
 _CALL_ROUTE = re.compile(
-    r"/(?P<prefix>v1/realtime/calls|api/calls)/(?P<call_id>rtc_s(?P<shard>\d{1,3})_[0-9a-f]{32})"
+    r"/(?P<prefix>v1/realtime/calls|api/calls)"
+    r"/(?P<call_id>rtc_(?:s(?P<shard>\d{1,3})_)?[0-9a-f]{32})"
     r"(?P<suffix>/[a-z]{1,32})?"
 )
-_CALL_ID = re.compile(r"rtc_s(?P<shard>\d{1,3})_[0-9a-f]{32}")
+_CALL_ID = re.compile(r"rtc_(?:s(?P<shard>\d{1,3})_)?[0-9a-f]{32}")
 _SECRET = re.compile(r"ek_(?P<shard>[0-9a-f]{2})[0-9a-f]{30}")
 _HOP_HEADERS = {
     "connection",
@@ -112,34 +117,59 @@ _UFRAG = re.compile(r"s(\d{1,3})x")
 SINGLE = ShardLayout(index=0, count=1, socket_dir="", token="")
 
 
+#: Where a forwarded request goes: a sibling shard's index (its Unix socket) or another
+#: node's base URL.
+Target = int | str
+
+
 @dataclass(frozen=True)
 class CallRoute:
-    """A request about a call, as it may be forwarded to the call's shard."""
+    """A request about a call, as it may be forwarded to the call's owner."""
 
-    owner: int
+    call_id: str
+    #: The path to replay at the owner, rebuilt from its checked parts.
     path: str
+    #: The shard the call id names (``None``: an unsharded node's id).
+    shard: int | None
 
 
 def call_route(raw_path: str, query_call_id: str = "") -> CallRoute | None:
-    """The owner and rebuilt path of a request path (raw, as received) that is exactly a
+    """The call and rebuilt path of a request path (raw, as received) that is exactly a
     call route; ``None`` for any other path, which is then never forwarded. OpenAI's
     sideband names its call in the query (``/v1/realtime?call_id=``)."""
     if raw_path == "/v1/realtime" and query_call_id:
         by_query = _CALL_ID.fullmatch(query_call_id)
-        return CallRoute(int(by_query.group("shard")), "/v1/realtime") if by_query else None
+        if by_query is None:
+            return None
+        return CallRoute(query_call_id, "/v1/realtime", _shard_of(by_query))
     match = _CALL_ROUTE.fullmatch(raw_path)
     if match is None:
         return None
     prefix, call_id, suffix = match.group("prefix", "call_id", "suffix")
-    return CallRoute(int(match.group("shard")), f"/{prefix}/{call_id}{suffix or ''}")
+    return CallRoute(call_id, f"/{prefix}/{call_id}{suffix or ''}", _shard_of(match))
+
+
+def _shard_of(match: re.Match[str]) -> int | None:
+    shard = match.group("shard")
+    return int(shard) if shard is not None else None
 
 
 def is_internal(request: web.Request, layout: ShardLayout) -> bool:
     """A sibling shard's request: on this shard's Unix socket, with the shard token."""
     if not layout.token or not _on_unix_socket(request):
         return False
+    return _token_is(request, layout.token)
+
+
+def from_node(request: web.Request, node_token: str | None) -> bool:
+    """Another node's request: it carries the cluster token. It is served here or by a
+    sibling shard, never sent on to a third node. A wrong token is a public request."""
+    return bool(node_token) and _token_is(request, node_token or "")
+
+
+def _token_is(request: web.Request, token: str) -> bool:
     given = request.headers.get(INTERNAL_HEADER, "").encode("utf-8", "surrogatepass")
-    return hmac.compare_digest(given, layout.token.encode())
+    return hmac.compare_digest(given, token.encode("utf-8", "surrogatepass"))
 
 
 def _on_unix_socket(request: web.Request) -> bool:
@@ -149,21 +179,28 @@ def _on_unix_socket(request: web.Request) -> bool:
 
 
 class ShardClient:
-    """HTTP to sibling shards over their Unix sockets."""
+    """HTTP to route targets: sibling shards over their Unix sockets (with the shard
+    token), other nodes at their base URLs (with the cluster token)."""
 
-    def __init__(self, layout: ShardLayout, timeout_secs: float = 10.0) -> None:
+    def __init__(
+        self, layout: ShardLayout, timeout_secs: float = 10.0, node_token: str | None = None
+    ) -> None:
         self.layout = layout
         self._timeout = aiohttp.ClientTimeout(total=timeout_secs)
-        self._sessions: dict[int, aiohttp.ClientSession] = {}
+        self._node_token = node_token or ""
+        self._sessions: dict[Target, aiohttp.ClientSession] = {}
 
-    def _session(self, index: int) -> aiohttp.ClientSession:
-        session = self._sessions.get(index)
+    def _session(self, target: Target) -> aiohttp.ClientSession:
+        session = self._sessions.get(target)
         if session is None or session.closed:
-            connector = aiohttp.UnixConnector(path=self.layout.socket_path(index))
-            session = aiohttp.ClientSession(
-                connector=connector, headers={INTERNAL_HEADER: self.layout.token}
-            )
-            self._sessions[index] = session
+            if isinstance(target, int):
+                connector = aiohttp.UnixConnector(path=self.layout.socket_path(target))
+                session = aiohttp.ClientSession(
+                    connector=connector, headers={INTERNAL_HEADER: self.layout.token}
+                )
+            else:
+                session = aiohttp.ClientSession(headers={INTERNAL_HEADER: self._node_token})
+            self._sessions[target] = session
         return session
 
     def siblings(self) -> list[int]:
@@ -176,45 +213,55 @@ class ShardClient:
             if isinstance(result, Exception):
                 logger.warning("closing a shard connection failed: %r", result)
 
-    async def get_json(self, index: int, path: str, headers: dict[str, str] | None = None) -> Any:
-        url = f"http://shard{path}"
-        async with self._session(index).get(url, headers=headers, timeout=self._timeout) as r:
+    async def get_json(
+        self, target: Target, path: str, headers: dict[str, str] | None = None
+    ) -> Any:
+        url = _target_url(target, path)
+        async with self._session(target).get(url, headers=headers, timeout=self._timeout) as r:
             if r.status == 404:
                 return None
             r.raise_for_status()
             return await r.json()
 
-    async def get_text(self, index: int, path: str, headers: dict[str, str] | None = None) -> str:
-        url = f"http://shard{path}"
-        async with self._session(index).get(url, headers=headers, timeout=self._timeout) as r:
+    async def get_text(
+        self, target: Target, path: str, headers: dict[str, str] | None = None
+    ) -> str:
+        url = _target_url(target, path)
+        async with self._session(target).get(url, headers=headers, timeout=self._timeout) as r:
             r.raise_for_status()
             return await r.text()
 
-    async def gather(self, path: str, headers: dict[str, str] | None = None) -> dict[int, Any]:
-        """``path`` (JSON, or text for ``/metrics``) from every sibling, by shard index;
-        a sibling that fails is logged and left out."""
-        siblings = self.siblings()
+    async def gather(
+        self,
+        path: str,
+        headers: dict[str, str] | None = None,
+        targets: list[Target] | None = None,
+    ) -> dict[Target, Any]:
+        """``path`` (JSON, or text for ``/metrics``) from every target (default: the
+        sibling shards); a target that fails is logged and left out."""
+        if targets is None:
+            targets = list(self.siblings())
         fetch = self.get_text if path.startswith("/metrics") else self.get_json
         results = await asyncio.gather(
-            *(fetch(i, path, headers) for i in siblings), return_exceptions=True
+            *(fetch(t, path, headers) for t in targets), return_exceptions=True
         )
-        answers: dict[int, Any] = {}
-        for index, result in zip(siblings, results, strict=True):
+        answers: dict[Target, Any] = {}
+        for target, result in zip(targets, results, strict=True):
             if isinstance(result, BaseException):
-                logger.warning("shard %d did not answer %s: %s", index, path, result)
+                logger.warning("%s did not answer %s: %s", _name(target), path, result)
             else:
-                answers[index] = result
+                answers[target] = result
         return answers
 
     async def forward(
-        self, request: web.Request, route: CallRoute, body: bytes = b""
+        self, request: web.Request, target: Target, path: str, body: bytes = b""
     ) -> web.StreamResponse:
-        """Replay ``request`` (whose ``body`` the caller read) on the shard of ``route``,
-        at ``route``'s path, and relay its answer."""
-        url = _shard_url(route.path, request)
+        """Replay ``request`` (whose ``body`` the caller read) on ``target``, at ``path``
+        (a :class:`CallRoute`'s), and relay its answer."""
+        url = _target_url(target, path).with_query(request.rel_url.query)
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            return await self._forward_websocket(request, route.owner, url)
-        async with self._session(route.owner).request(
+            return await self._forward_websocket(request, target, url)
+        async with self._session(target).request(
             request.method,
             url,
             headers=_forward_headers(request),
@@ -229,13 +276,13 @@ class ShardClient:
             return response
 
     async def _forward_websocket(
-        self, request: web.Request, index: int, url: URL
+        self, request: web.Request, target: Target, url: URL
     ) -> web.StreamResponse:
         protocols = [
             p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
         ]
         protocols = [p for p in protocols if p]
-        async with self._session(index).ws_connect(
+        async with self._session(target).ws_connect(
             url,
             headers=_forward_headers(request, websocket=True),
             protocols=protocols,
@@ -248,10 +295,15 @@ class ShardClient:
             return downstream
 
 
-def _shard_url(path: str, request: web.Request) -> URL:
-    """``path`` (built by this module, never a client's) on a sibling, with the
-    request's query re-encoded."""
-    return URL.build(scheme="http", host="shard", path=path).with_query(request.rel_url.query)
+def _target_url(target: Target, path: str) -> URL:
+    """``path`` (built by this module or the relay, never a client's) on ``target``."""
+    if isinstance(target, int):
+        return URL.build(scheme="http", host="shard", path=path)
+    return URL(target).with_path(path)
+
+
+def _name(target: Target) -> str:
+    return f"shard {target}" if isinstance(target, int) else f"node {target}"
 
 
 def _forward_headers(request: web.Request, *, websocket: bool = False) -> dict[str, str]:

@@ -2,7 +2,8 @@
 # Debian packages the tests need: Chromium (browser tests), espeak-ng + sox (real
 # speech), coturn (TURN tests), promtool (alert rules), nftables and iproute2 (the
 # network profiles the tests build in namespaces), squid (the WebSocket fallback through an
-# HTTP proxy). Installs only what is missing.
+# HTTP proxy), redis-server + haproxy (the fleet tests, tests/cluster/). Installs only what
+# is missing.
 set -euo pipefail
 need=()
 if [ "${1:-}" = "--run" ]; then
@@ -24,6 +25,7 @@ command -v unshare >/dev/null || need+=(util-linux)
 command -v ip >/dev/null || need+=(iproute2)
 command -v nft >/dev/null || need+=(nftables)
 command -v haproxy >/dev/null || need+=(haproxy)
+command -v redis-server >/dev/null || need+=(redis-server)
 command -v tc >/dev/null || need+=(iproute2)
 command -v squid >/dev/null || need+=(squid)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi

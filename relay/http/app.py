@@ -133,7 +133,8 @@ def _setup_ops(app: web.Application, settings: Settings) -> None:
 
 
 async def _shard_client(app: web.Application) -> AsyncIterator[None]:
-    client = ShardClient(app[SHARD])
+    token = app[SETTINGS].cluster_token
+    client = ShardClient(app[SHARD], node_token=token.value if token is not None else None)
     app[SHARD_CLIENT] = client
     try:
         yield

@@ -18,7 +18,7 @@ import logging
 
 from aiohttp import web
 
-from ..shards import CallRoute, is_internal
+from ..shards import is_internal
 from .ops_routes import _admin, _json
 from .shard_routes import MISSING_HEADER
 from .state import REGISTRY, SETTINGS, SHARD, SHARD_CLIENT
@@ -73,7 +73,7 @@ async def _drain_siblings(request: web.Request) -> list[str]:
     client = request.app[SHARD_CLIENT]
     siblings = client.siblings()
     results = await asyncio.gather(
-        *(client.forward(request, CallRoute(i, DRAIN_PATH)) for i in siblings),
+        *(client.forward(request, i, DRAIN_PATH) for i in siblings),
         return_exceptions=True,
     )
     missing = []

@@ -39,6 +39,7 @@ from .realtime_routes import (
     admit_call,
     authorise_call,
 )
+from .shard_routes import register_call
 from .state import ICE, SETTINGS
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
         session = {**session, "model": model}
     session = complete_session(session, settings.openai_model)
     call = admit_call(keyed, caller, policy)  # as POST /v1/realtime/calls does
+    await register_call(request.app, call)  # with a call directory: this node owns it
     try:
         await ws.prepare(request)
     except BaseException:

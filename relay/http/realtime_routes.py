@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import aiohttp
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
@@ -29,7 +28,8 @@ from ..policy import (
 from ..ratelimit import RateLimits
 from ..sdp import validate_offer
 from ..upstream.session_config import complete_session, merge_sessions
-from .state import CLIENT_SECRETS, CONNECTOR, ICE, REGISTRY, SETTINGS, SHARD, SHARD_CLIENT
+from .shard_routes import client_secret_session, publish_client_secret, register_call
+from .state import CLIENT_SECRETS, CONNECTOR, ICE, REGISTRY, SETTINGS, SHARD
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ async def _mint_client_secret(request: web.Request) -> web.Response:
     session = _checked_session(body, settings.openai_model)
     request.app[RATE_LIMITS].check_mint(_key_of(request), _address_of(request))
     secret = request.app[CLIENT_SECRETS].mint(session, ttl)
+    await publish_client_secret(request.app, secret)
     payload = {
         "value": secret.value,
         "expires_at": secret.expires_at,
@@ -183,6 +184,7 @@ async def create_call(request: web.Request) -> web.Response:
         except ApiError as exc:
             raise InvalidRequest(exc.message, code=exc.code, param=exc.param) from None
     call = admit_call(request, caller, policy)
+    await register_call(app, call)
     call_request = CallRequest(
         offer_sdp=offer,
         session=session,
@@ -243,29 +245,12 @@ async def authorise_call(request: web.Request) -> Caller:
             "send 'Authorization: Bearer <client secret>'.",
             code="missing_api_key",
         )
-    session = await _client_secret_session(request, token)
+    session = await client_secret_session(request.app, token)
     if session is not None:
         return Caller("client_secret", session, secret=token)
     if same_secret(token, settings.relay_api_key):
         return Caller("api_key", {})
     raise _unauthorized(token)
-
-
-async def _client_secret_session(request: web.Request, token: str) -> dict[str, Any] | None:
-    """The session of a client secret minted here, or by the sibling shard that did."""
-    secret = request.app[CLIENT_SECRETS].lookup(token)
-    if secret is not None:
-        return secret.session
-    layout = request.app[SHARD]
-    owner = layout.secret_owner(token) if layout.sharded else None
-    if owner is None or owner == layout.index:
-        return None
-    try:
-        found = await request.app[SHARD_CLIENT].get_json(owner, f"/internal/client_secrets/{token}")
-    except (aiohttp.ClientError, TimeoutError):
-        logger.warning("shard %d did not answer a client-secret lookup", owner)
-        return None
-    return found.get("session") if isinstance(found, dict) else None
 
 
 def _printable(header: str) -> str:
@@ -382,7 +367,7 @@ async def create_direct_session(request: web.Request) -> web.Response:
     if not settings.open_mode:
         token = bearer_token(request.headers.get("Authorization"))
         if token is None or (
-            await _client_secret_session(request, token) is None
+            await client_secret_session(request.app, token) is None
             and not same_secret(token, settings.relay_api_key)
         ):
             raise _unauthorized(token)

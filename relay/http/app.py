@@ -206,7 +206,10 @@ def _setup_web(app: web.Application, root: Path) -> None:
     async def page(request: web.Request) -> web.FileResponse:
         if not index.is_file():
             raise web.HTTPNotFound()
-        return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
+        # The page says when it talks to the built-in emulator rather than OpenAI.
+        upstream = "emulator" if request.app[SETTINGS].embedded_emulator else "openai"
+        headers = {"Cache-Control": "no-cache", "X-Relay-Upstream": upstream}
+        return web.FileResponse(index, headers=headers)
 
     app.router.add_get("/", page)
     app.router.add_static("/web/", root, follow_symlinks=False)

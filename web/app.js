@@ -221,7 +221,6 @@ function renderDivider(visible) {
   if (!divider) {
     divider = document.createElement("li");
     divider.className = "history-divider";
-    divider.setAttribute("role", "separator");
     divider.append(document.createElement("span"));
   }
   divider.firstChild.textContent = t("earlier");
@@ -233,8 +232,12 @@ let lastShown = "";
 /** Whether the list shows its end (then it keeps showing it when the layout changes). */
 let atEnd = true;
 
+/** Where the page's own last scroll left the list (its scroll event is not the person's). */
+let ownTop = -1;
+
 function showEnd() {
   el.conversation.scrollTo({ top: el.conversation.scrollHeight, behavior: "instant" });
+  ownTop = el.conversation.scrollTop;
 }
 
 /** Follows the end of the conversation when it grows or changes (a call ending included). */
@@ -249,9 +252,12 @@ function scrollToEnd(visible, status) {
 
 el.conversation.addEventListener("scroll", () => {
   const c = el.conversation;
+  if (c.scrollTop === ownTop) return;
   atEnd = c.scrollTop + c.clientHeight >= c.scrollHeight - 4;
 });
-new ResizeObserver(() => atEnd && showEnd()).observe(el.conversation);
+const keepEnd = new ResizeObserver(() => atEnd && showEnd());
+keepEnd.observe(el.conversation);
+keepEnd.observe(el.messages);
 
 let state = client.state;
 

@@ -15,10 +15,25 @@ from relay_fixtures import RelayFactory
 from relay.config import EmulatorSettings, Secret
 from relay.emulator import SESSIONS
 from relay.emulator.app import create_emulator_app
+from relay.taps import CallEnd, CallInfo, Observer
 
 pytestmark = pytest.mark.browser
 
+#: These tests are not about the media watchdog: on 2 busy cores a fake microphone can
+#: stall for seconds, which the tests' default 3 s watchdog takes for a caller gone.
+PATIENT = {"media_timeout_secs": 20.0}
+
 OPENAI_KEY = "sk-test-standard-0123456789abcdef"
+
+
+class Outcomes(Observer):
+    name = "outcomes"
+
+    def __init__(self) -> None:
+        self.ended: list[str] = []
+
+    def call_ended(self, call: CallInfo, end: CallEnd) -> None:
+        self.ended.append(end.outcome)
 
 
 @pytest.fixture
@@ -36,10 +51,13 @@ async def test_demo_page_calls_with_an_openai_key_on_loopback(
     start_relay: RelayFactory, openai: TestServer, launch: Any, open_page: Any, silent_wav: Path
 ) -> None:
     relay = await start_relay(
+        **PATIENT,
         open_mode=False,
         openai_api_key=Secret(OPENAI_KEY),
         openai_base_url=str(openai.make_url("/v1")),
     )
+    outcomes = Outcomes()
+    relay.registry.add_observer(outcomes)
     browser = await launch(wav=silent_wav)
     page = await open_page(browser, relay.url("/"))
     p = page.page
@@ -49,8 +67,15 @@ async def test_demo_page_calls_with_an_openai_key_on_loopback(
     await expect(p.locator("#banner")).to_be_hidden()
     await p.get_by_label("Type a message to the assistant").fill("Hello")
     await p.keyboard.press("Enter")
-    await page.wait_state("s.messages.some((m) => m.role === 'assistant' && m.final && m.text)", 20)
-    assert len(openai.app[SESSIONS].calls()) == 1  # the call went to "OpenAI"
+    try:
+        state = await page.wait_state(
+            "s.messages.some((m) => m.role === 'assistant' && m.final && m.text)", 20
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the relay's call ended: {outcomes.ended}") from None
+    assert state["isConnected"], state
+    calls = openai.app[SESSIONS].calls()
+    assert len(calls) == 1, calls  # the call went to "OpenAI"
     await p.get_by_role("button", name="End call").click()
     await expect(p.locator("#status-text")).to_have_text("Call ended")
     assert page.unexpected_errors() == []
@@ -61,6 +86,7 @@ async def test_the_page_says_what_to_set_when_the_demo_route_is_off(
 ) -> None:
     """A relay with an app backend key: the demo route is off, and the banner says why."""
     relay = await start_relay(
+        **PATIENT,
         open_mode=False,
         openai_api_key=Secret(OPENAI_KEY),
         openai_base_url=str(openai.make_url("/v1")),

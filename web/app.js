@@ -204,6 +204,7 @@ function renderMessages(messages, connected) {
     li.dataset.source = message.source || "";
     li.classList.toggle("earlier", Boolean(message.earlier));
     li.classList.toggle("interrupted", Boolean(message.interrupted));
+    bubble.dataset.interrupted = t("interrupted");
   }
   renderDivider(visible);
   el.empty.hidden = visible.length > 0;

@@ -7,14 +7,15 @@ asked for; the relay mints the real OpenAI ephemeral key only when a call starts
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Secret
+from .config import Secret, Settings
 from .errors import Unauthorized
 
 
@@ -127,3 +128,57 @@ def describe_token(token: str) -> str:
     if len(token) <= 8:
         return "***"
     return f"{token[:3]}***{token[-2:]}"
+
+
+# -- the demo page's token route ---------------------------------------------------------
+
+#: Why ``POST /api/demo/client_secret`` answered 404, and what to set (log and page).
+DEMO_NOT_SERVED = (
+    "The demo page's token route is served only in open mode (RELAY_OPEN=1, development "
+    "only) or, when the relay listens on a loopback address (RELAY_HOST=127.0.0.1) without "
+    "RELAY_API_KEY, to a browser on the same machine. With RELAY_API_KEY, point the page's "
+    "tokenUrl (window.REALTIME_RELAY_CONFIG) at your backend's token route."
+)
+#: Headers a reverse proxy adds: a request carrying one did not come from this machine.
+_FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Real-IP")
+
+
+def is_loopback_host(host: str) -> bool:
+    """``127.0.0.1``, ``::1``, ``localhost`` (a hostname, bracketed or not)."""
+    host = host.strip().strip("[]").lower()
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost" or host.endswith(".localhost")
+
+
+def local_demo(settings: Settings) -> bool:
+    """Whether the demo token route serves this machine's browsers without open mode: a
+    relay on loopback for a person (no app backend key), e.g. ``make run`` with
+    ``OPENAI_API_KEY``. Never on any other address."""
+    return settings.relay_api_key is None and is_loopback_host(settings.host)
+
+
+def from_local_browser(remote: str | None, headers: Mapping[str, str]) -> bool:
+    """A request from this machine that names it: loopback peer, loopback ``Host`` (a page
+    reached through DNS rebinding names another host), a loopback ``Origin`` if any, and no
+    reverse-proxy header."""
+    if remote is None or not is_loopback_host(remote):
+        return False
+    if any(name in headers for name in _FORWARDING_HEADERS):
+        return False
+    host = _hostname(headers.get("Host", ""))
+    origin = headers.get("Origin")
+    if origin is not None:
+        _, _, rest = origin.partition("://")
+        if not rest or not is_loopback_host(_hostname(rest)):
+            return False
+    return bool(host) and is_loopback_host(host)
+
+
+def _hostname(authority: str) -> str:
+    """``host`` of ``host:port`` / ``[v6]:port`` (no userinfo in a Host header)."""
+    authority = authority.strip()
+    if authority.startswith("["):
+        return authority[1 : authority.find("]")] if "]" in authority else ""
+    return authority.rsplit(":", 1)[0] if authority.count(":") == 1 else authority

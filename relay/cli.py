@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import ipaddress
 import logging
 import os
 import sys
@@ -14,6 +13,7 @@ from typing import Any, get_args
 
 from aiohttp import web
 
+from .auth import DEMO_NOT_SERVED, is_loopback_host, local_demo
 from .config import (
     BETA_MODEL,
     Dialect,
@@ -49,13 +49,6 @@ def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default
     if value not in allowed:
         raise SystemExit(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
     return value
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def emulator_settings_from(env: Mapping[str, str], args: argparse.Namespace) -> EmulatorSettings:
@@ -127,7 +120,7 @@ def settings_from(env: Mapping[str, str], args: argparse.Namespace) -> Settings:
     if "open_mode" not in values:
         # Without any key, the embedded default is open on loopback only (and says so).
         keys = values.get("openai_api_key"), values.get("relay_api_key")
-        values["open_mode"] = keys == (None, None) and _is_loopback(
+        values["open_mode"] = keys == (None, None) and is_loopback_host(
             values.get("host", Settings.host)
         )
     return Settings(**values, emulator=emulator_settings_from(env, argparse.Namespace()))
@@ -194,11 +187,7 @@ def _serve(settings: Settings) -> None:
         raise SystemExit("; ".join(problems))
     from .embedded import build_app
 
-    if settings.open_mode:
-        logger.warning(
-            "open mode: calls are accepted without any key%s",
-            " (embedded default on a loopback address)" if _is_loopback(settings.host) else "",
-        )
+    _log_access(settings)
     logger.info(
         "relay on http://%s:%d (upstream: %s, dialect %s, noise suppression %s)",
         settings.host,
@@ -218,6 +207,24 @@ def _serve(settings: Settings) -> None:
     # SIGINT/SIGTERM: on_shutdown closes every call within shutdown_timeout_secs, then
     # cleanup contexts run.
     asyncio.run(serve(build_app(settings), settings))
+
+
+def _log_access(settings: Settings) -> None:
+    """Who may call, and whether the demo page at / can start a call (and if not, why)."""
+    if settings.open_mode:
+        logger.warning(
+            "open mode: calls are accepted without any key%s",
+            " (embedded default on a loopback address)" if is_loopback_host(settings.host) else "",
+        )
+    elif local_demo(settings):
+        logger.warning(
+            "demo page: http://%s:%d/ mints client secrets for browsers on this machine only "
+            "(loopback address, no RELAY_API_KEY); every other route needs a key",
+            settings.host,
+            settings.port,
+        )
+    else:
+        logger.info("demo page: %s", DEMO_NOT_SERVED)
 
 
 def _emulator(settings: EmulatorSettings) -> None:

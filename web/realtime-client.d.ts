@@ -40,6 +40,8 @@ export interface RealtimeClientOptions {
   transcriptionModel?: string | null;
   /** Default "alloy". */
   voice?: string;
+  /** The transcription language (ISO-639-1, e.g. "fr"): `audio.input.transcription.language`. */
+  language?: string;
   instructions?: string;
   /** "relay" (default) or "direct" (browser -> OpenAI with a key from `directSessionUrl`). */
   mode?: "relay" | "direct";

@@ -6,7 +6,7 @@
  *
  * Transport-agnostic: events come in parsed (`handle`), client events go out through the host.
  */
-import { ErrorCode, RealtimeClientError } from "./realtime-errors.js";
+import { ErrorCode, RealtimeClientError, clause } from "./realtime-errors.js";
 
 /**
  * What the conversation needs of its client.
@@ -195,7 +195,7 @@ export class Conversation {
     this._host.report(
       new RealtimeClientError(
         ErrorCode.TRANSCRIPTION_FAILED,
-        `Your last words could not be transcribed (${reason}). The agent may still have heard you; ` +
+        `Your last words could not be transcribed (${clause(reason)}). The assistant may still have heard you; ` +
           "speak clearly and close to the microphone.",
         { fatal: false, detail: event.error ?? null },
       ),
@@ -321,7 +321,7 @@ export class Conversation {
     if (this._pendingRequest && e.event_id === this._pendingRequest) this._pendingRequest = null;
     this.lastServerError = e.message || e.code || "unknown error";
     this._host.report(
-      new RealtimeClientError(ErrorCode.SERVER_ERROR, `The voice service reported an error: ${this.lastServerError}`, {
+      new RealtimeClientError(ErrorCode.SERVER_ERROR, `The voice service reported an error: ${clause(this.lastServerError)}.`, {
         fatal: false,
         detail: e,
       }),

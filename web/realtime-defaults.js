@@ -11,6 +11,13 @@ export const DEFAULT_OPTIONS = Object.freeze({
   model: DEFAULT_MODEL,
   transcriptionModel: DEFAULT_TRANSCRIPTION_MODEL,
   voice: DEFAULT_VOICE,
+  /**
+   * The language the user speaks (ISO-639-1, e.g. "fr"): `audio.input.transcription.language` of the
+   * session the token request asks for (the app's backend decides what it mints; the relay's demo
+   * route keeps it), and of the `session.update` at open when this client sets the transcription
+   * model itself. Unset: the service detects the language.
+   */
+  language: undefined,
   /** Optional system instructions for the session. */
   instructions: undefined,
   /** "relay" (browser -> relay -> OpenAI) or "direct" (browser -> OpenAI with a key from the relay). */

@@ -50,6 +50,14 @@ export class RealtimeClientError extends Error {
   }
 }
 
+/**
+ * `text` to go inside a sentence (before ")" or "."): trimmed, without its own closing punctuation, so
+ * "…: Not found." + "." never reads "Not found..".
+ */
+export function clause(text) {
+  return String(text ?? "").trim().replace(/[\s.!?;:,\u3002]+$/u, "");
+}
+
 /** Thrown inside a call's set-up once the call was given up (disconnect, a newer call): not a failure. */
 export class Aborted extends Error {}
 
@@ -129,7 +137,7 @@ async function errorBody(response) {
 export async function httpError(response, what, url) {
   const { detail, text } = await errorBody(response);
   const status = response.status;
-  const said = (detail && (detail.message || detail.code)) || text.slice(0, 200) || response.statusText;
+  const said = clause((detail && (detail.message || detail.code)) || text.slice(0, 200) || response.statusText);
   const tail = said ? `: ${said}` : "";
   const known = STATUS_ERRORS[status];
   const [code, message] = known ? [known.code, known.message(status, tail)] : requestFailure(what, status, tail, url);
@@ -179,7 +187,7 @@ export function micError(err) {
   if (known) return new RealtimeClientError(known.code, known.message, { cause: err });
   return new RealtimeClientError(
     ErrorCode.NO_MIC,
-    `The microphone could not be opened (${name || "error"}: ${err && err.message}). Press Start to try again.`,
+    `The microphone could not be opened (${name || "error"}: ${clause(err && err.message)}). Press Start to try again.`,
     { cause: err },
   );
 }
@@ -205,7 +213,7 @@ export function unsupportedBrowser() {
 /** Any other failure of the set-up. */
 export function setupError(err) {
   if (err instanceof RealtimeClientError) return err;
-  return new RealtimeClientError(ErrorCode.CONNECTION_FAILED, `The call could not be set up: ${err && err.message}`, {
+  return new RealtimeClientError(ErrorCode.CONNECTION_FAILED, `The call could not be set up: ${clause(err && err.message)}.`, {
     cause: err,
   });
 }
@@ -221,7 +229,7 @@ export function callEnded(code, lastServerError) {
   return new RealtimeClientError(
     ErrorCode.CALL_ENDED,
     lastServerError
-      ? `The call was ended by the server: ${lastServerError}. Press Start to call again.`
+      ? `The call was ended by the server: ${clause(lastServerError)}. Press Start to call again.`
       : "The call was ended by the server. Press Start to call again.",
   );
 }

@@ -6,7 +6,7 @@
  * is the relay's `/v1/realtime/calls`. Direct mode: an OpenAI ephemeral key from `directSessionUrl`,
  * the endpoint is OpenAI's `${base_url}/realtime/calls`.
  */
-import { Aborted, ErrorCode, RealtimeClientError, httpError, unreachable } from "./realtime-errors.js";
+import { Aborted, ErrorCode, RealtimeClientError, clause, httpError, unreachable } from "./realtime-errors.js";
 
 export function joinUrl(base, path) {
   if (!base) return path;
@@ -21,13 +21,21 @@ export function absoluteUrl(url) {
   }
 }
 
+/** `audio.input.transcription` from the options: the model, and the `language` (ISO-639-1) if set. */
+export function transcriptionConfig(options) {
+  if (!options.transcriptionModel) return null;
+  const transcription = { model: options.transcriptionModel };
+  if (options.language) transcription.language = options.language;
+  return transcription;
+}
+
 /** The session of a call (GA shape, with `session.type`), from the client's options. */
 export function sessionConfig(options) {
   const session = {
     type: "realtime",
     model: options.model,
     audio: {
-      input: { transcription: options.transcriptionModel ? { model: options.transcriptionModel } : null },
+      input: { transcription: transcriptionConfig(options) },
       output: { voice: options.voice },
     },
   };
@@ -112,7 +120,7 @@ async function tokenFromCallback(getToken, session) {
     token = await getToken({ session });
   } catch (err) {
     if (err instanceof RealtimeClientError) throw err;
-    throw new RealtimeClientError(ErrorCode.TOKEN_FAILED, `Could not get a session key: ${err && err.message}`, {
+    throw new RealtimeClientError(ErrorCode.TOKEN_FAILED, `Could not get a session key: ${clause(err && err.message)}.`, {
       cause: err,
     });
   }

@@ -2,7 +2,7 @@
  * realtime-voice-chat.js: the original `RealtimeVoiceChat` React component, on `useWebRTC`.
  *
  *   import { RealtimeVoiceChat } from "realtime-relay-client/realtime-voice-chat.js";
- *   <RealtimeVoiceChat voice="alloy" tokenUrl="/api/realtime-token" onError={console.error} />
+ *   <RealtimeVoiceChat voice="alloy" language="fr" tokenUrl="/api/realtime-token" onError={console.error} />
  *
  * Every prop is passed to `useWebRTC` (so every `RealtimeVoiceClient` option works), plus
  * `className`. No JSX and no build step: it uses `createElement` from the host app's React.
@@ -72,7 +72,7 @@ function transcripts(chat) {
     { className: "rvc-transcript" },
     h("dt", null, "You"),
     h("dd", { className: "rvc-user" }, chat.userTranscript),
-    h("dt", null, "Agent"),
+    h("dt", null, "Assistant"),
     h("dd", { className: "rvc-agent" }, chat.agentTranscript),
   );
 }

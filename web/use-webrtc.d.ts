@@ -6,6 +6,7 @@ import type {
   RealtimeVoiceClient,
 } from "./realtime-client";
 
+/** Every `RealtimeVoiceClient` option, the original ones and `language` (the transcription language) included. */
 export type UseWebRTCOptions = RealtimeClientOptions;
 
 export interface UseWebRTCReturn {

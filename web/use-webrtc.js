@@ -5,6 +5,7 @@
  *           connect, disconnect, sendMessage, toggleRecording, clearTranscripts } = useWebRTC({
  *     model, transcriptionModel, voice,
  *     onTranscriptDelta, onTranscriptDone, onAgentResponse, onError,
+ *     language, // an addition: the transcription language (ISO-639-1, e.g. "fr")
  *   });
  *
  * React is a peer dependency: this module imports "react" and the host app provides it (its bundler,

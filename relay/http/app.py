@@ -206,7 +206,10 @@ def _setup_web(app: web.Application, root: Path) -> None:
     index = root / "index.html"
 
     async def page(request: web.Request) -> web.FileResponse:
-        return file_response(request, index, {"Cache-Control": "no-cache"})
+        # The page says when it talks to the built-in emulator rather than OpenAI.
+        upstream = "emulator" if request.app[SETTINGS].embedded_emulator else "openai"
+        headers = {"Cache-Control": "no-cache", "X-Relay-Upstream": upstream}
+        return file_response(request, index, headers)
 
     async def web_file(request: web.Request) -> web.FileResponse:
         path = file_under(root, request.match_info["path"])

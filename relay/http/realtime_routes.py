@@ -10,7 +10,16 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from .. import jsontext
-from ..auth import Caller, CallOwners, bearer_token, describe_token, same_secret
+from ..auth import (
+    DEMO_NOT_SERVED,
+    Caller,
+    CallOwners,
+    bearer_token,
+    describe_token,
+    from_local_browser,
+    local_demo,
+    same_secret,
+)
 from ..call import Call
 from ..caller.leg import CallRequest
 from ..emulator.errors import ApiError
@@ -76,9 +85,12 @@ async def create_client_secret(request: web.Request) -> web.Response:
 
 
 async def create_demo_client_secret(request: web.Request) -> web.Response:
-    """The demo page's token URL: only in open (development) mode."""
-    if not request.app[SETTINGS].open_mode:
-        raise NotFound("The demo token route is only served in open mode (RELAY_OPEN=1).")
+    """The demo page's token URL: in open (development) mode, or for this machine's
+    browsers when the relay is a person's own on loopback (:func:`relay.auth.local_demo`)."""
+    settings = request.app[SETTINGS]
+    local = local_demo(settings) and from_local_browser(request.remote, request.headers)
+    if not (settings.open_mode or local):
+        raise NotFound(DEMO_NOT_SERVED)
     return await _mint_client_secret(request)
 
 

@@ -44,6 +44,22 @@ RECORD_USER_TRANSCRIPT_JS = """() => {
 }"""
 
 
+# Counts, after each render, the times the "now speaking" strip showed a turn, and the turns it
+# showed that the conversation also showed as a bubble (the strip shows turns in progress only).
+RECORD_STRIP_JS = """() => {
+  window.__strip = {shown: {user: 0, agent: 0}, repeated: []};
+  window.realtimeApp.client.subscribe((s) => {
+    for (const [side, role] of [["user", "user"], ["agent", "assistant"]]) {
+      if (document.getElementById(`${side}-live`).hidden) continue;
+      window.__strip.shown[side] += 1;
+      const turn = [...s.messages].reverse().find((m) => m.role === role);
+      const bubble = turn && document.querySelector(`#messages li[data-id$="${turn.id}"]`);
+      if (bubble) window.__strip.repeated.push(bubble.textContent);
+    }
+  });
+}"""
+
+
 class CallTap(Observer):
     """A relay call observer: the caller's audio as the relay sends it on to OpenAI's
     side (the emulator), the events it forwards, and how each call ended."""
@@ -93,6 +109,7 @@ async def test_voice_call_through_the_relay(
     )
     p = page.page
     await p.evaluate(RECORD_USER_TRANSCRIPT_JS)
+    await p.evaluate(RECORD_STRIP_JS)
     await expect(p.locator("#status-text")).to_have_text("Not connected")
     await expect(p.locator("#mute")).to_be_disabled()
 
@@ -197,6 +214,16 @@ async def test_voice_call_through_the_relay(
     assert any(d == "server" and k == "session.updated" for _, d, k in tap.events)
     assert not any(d == "server" and k == "error" for _, d, k in tap.events)
     await expect(p.locator("#start")).to_be_enabled()
+    # The strip showed both sides' turns in progress, naming the assistant so, and never
+    # repeated a bubble; after the call it is gone, no "…" bubble hangs at the bottom, and
+    # every bubble has words.
+    strip = await p.evaluate("window.__strip")
+    assert strip["shown"]["user"] > 0 and strip["shown"]["agent"] > 0, strip
+    assert strip["repeated"] == [], strip
+    await expect(p.locator("#agent-live .live-label")).to_have_text("Assistant")
+    await expect(p.locator("#live")).to_be_hidden()
+    texts = await p.locator("#messages .message-text").all_text_contents()
+    assert texts and all(t.strip() and t.strip() != "…" for t in texts), texts
     assert page.unexpected_errors() == []
 
 

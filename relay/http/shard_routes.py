@@ -32,7 +32,7 @@ from ..shards import (
     on_cluster_listener,
 )
 from .errors import Handler, enveloped, error_response, relay_error_response
-from .state import CLIENT_SECRETS, REGISTRY, SETTINGS, SHARD, SHARD_CLIENT
+from .state import CLIENT_SECRETS, METRICS, REGISTRY, SETTINGS, SHARD, SHARD_CLIENT
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +274,11 @@ async def _cluster_node(app: web.Application) -> AsyncIterator[None]:
     settings, layout = app[SETTINGS], app[SHARD]
     assert settings.redis_url is not None
     node = ClusterNode(
-        CallDirectory(settings.redis_url.value, timeout_secs=settings.redis_timeout_secs),
+        CallDirectory(
+            settings.redis_url.value,
+            timeout_secs=settings.redis_timeout_secs,
+            on_answer=app[METRICS].directory_answered,
+        ),
         app[REGISTRY],
         url=settings.node_url or _default_node_url(settings),
         shard=layout.index,

@@ -12,6 +12,7 @@ import openai
 import pytest
 from certs import self_signed
 
+from relay.config import Secret, Settings, check
 from relay.shards import INTERNAL_HEADER
 
 from .fleet import ADMIN, CLUSTER_TOKEN, RELAY_KEY, Fleet
@@ -121,3 +122,14 @@ async def test_the_cluster_listener_serves_only_the_other_nodes(
         # on the public port the token is nobody's: the request is forwarded like any other
         async with https.get(two.url + snapshot_path, headers={**token, **ADMIN_AUTH}) as r:
             assert r.status == 200, await r.text()
+
+
+def test_a_cluster_listener_needs_a_directory_and_its_own_port() -> None:
+    fleet_settings = {"redis_url": Secret("redis://redis:6379/0"), "cluster_token": Secret("t")}
+    assert check(Settings(cluster_port=8081, **fleet_settings)) == []
+    assert check(Settings(cluster_port=8081)) == [
+        "RELAY_CLUSTER_PORT needs RELAY_REDIS_URL (it serves only a fleet's nodes)"
+    ]
+    assert check(Settings(port=8443, cluster_port=8443, **fleet_settings)) == [
+        "RELAY_CLUSTER_PORT must differ from RELAY_PORT"
+    ]

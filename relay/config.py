@@ -323,11 +323,25 @@ class Settings:
         "shared secret the nodes of a fleet send each other (`X-Relay-Internal`) when they "
         "forward a request to a call's owner; required with `RELAY_REDIS_URL`",
     )
+    cluster_port: int = setting(
+        0,
+        "RELAY_CLUSTER_PORT",
+        "a second, plain-HTTP listener that serves only the other nodes' requests (they "
+        "carry `RELAY_CLUSTER_TOKEN`; anything else is refused): what `RELAY_NODE_URL` "
+        "points at when the listen port serves TLS; 0: none, the nodes use the listen port",
+        flag="--cluster-port",
+    )
+    cluster_host: str = setting(
+        "",
+        "RELAY_CLUSTER_HOST",
+        "the cluster listener's address (e.g. the pod's IP, or `0.0.0.0` behind a NetworkPolicy)",
+        shown="`RELAY_HOST`",
+    )
     node_url: str = setting(
         "",
         "RELAY_NODE_URL",
-        "this node's base URL as the other nodes reach it (e.g. `http://10.0.3.7:8080`)",
-        shown="`http://<host>:<port>`",
+        "this node's base URL as the other nodes reach it (e.g. `http://10.0.3.7:8081`)",
+        shown="`http://<host>:<cluster port, else port>`",
     )
     cluster_call_ttl_secs: float = setting(
         15.0,
@@ -364,6 +378,10 @@ def check(settings: Settings) -> list[str]:
             problems.append("RELAY_UDP_PORTS must be `min-max` within 1024-65535")
     if settings.redis_url is not None and settings.cluster_token is None:
         problems.append("RELAY_REDIS_URL needs RELAY_CLUSTER_TOKEN (nodes authenticate each other)")
+    if settings.cluster_port and settings.redis_url is None:
+        problems.append("RELAY_CLUSTER_PORT needs RELAY_REDIS_URL (it serves only a fleet's nodes)")
+    if settings.cluster_port and settings.cluster_port == settings.port:
+        problems.append("RELAY_CLUSTER_PORT must differ from RELAY_PORT")
     if bool(settings.tls_cert) != bool(settings.tls_key):
         problems.append("RELAY_TLS_CERT and RELAY_TLS_KEY go together")
     return problems

@@ -1,7 +1,8 @@
-"""Serving the relay app on its one port (HTTP or HTTPS, and ICE-TCP media), until
-SIGTERM/SIGINT; then the relay drains (new calls refused, running ones may end on their
-own for up to ``RELAY_DRAIN_TIMEOUT_SECS``; a second signal cuts that short), the
-calls left close (on_shutdown) and app resources are released.
+"""Serving the relay app on its one port (HTTP or HTTPS, and ICE-TCP media; in a fleet,
+also on the cluster listener), until SIGTERM/SIGINT; then the relay drains (new calls
+refused, running ones may end on their own for up to ``RELAY_DRAIN_TIMEOUT_SECS``; a
+second signal cuts that short), the calls left close (on_shutdown) and app resources
+are released.
 
 Used by ``realtime-relay serve`` in one process and by each shard of ``--workers N``."""
 
@@ -56,6 +57,25 @@ async def start_site(
     return site
 
 
+async def start_cluster_site(
+    runner: web.AppRunner, settings: Settings, *, reuse_port: bool = False
+) -> web.TCPSite | None:
+    """The cluster listener (``RELAY_CLUSTER_PORT``), if set: plain HTTP for the other
+    nodes of a fleet only (the shard middleware refuses any request without the cluster
+    token there, and serves no other route), so that they need no TLS to a pod address."""
+    if not settings.cluster_port:
+        return None
+    site = web.TCPSite(
+        runner,
+        settings.cluster_host or settings.host,
+        settings.cluster_port,
+        reuse_port=reuse_port,
+    )
+    await site.start()
+    logger.info("cluster listener on %s", site.name)
+    return site
+
+
 async def serve(
     app: web.Application,
     settings: Settings,
@@ -74,6 +94,7 @@ async def serve(
         loop.add_signal_handler(signum, stop.set)
     try:
         site = await start_site(runner, settings, reuse_port=reuse_port)
+        await start_cluster_site(runner, settings, reuse_port=reuse_port)
         if extra_sites is not None:
             await extra_sites(runner)
         logger.info("serving on %s", site.name)

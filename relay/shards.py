@@ -161,10 +161,23 @@ def is_internal(request: web.Request, layout: ShardLayout) -> bool:
     return _token_is(request, layout.token)
 
 
-def from_node(request: web.Request, node_token: str | None) -> bool:
-    """Another node's request: it carries the cluster token. It is served here or by a
-    sibling shard, never sent on to a third node. A wrong token is a public request."""
+def from_node(request: web.Request, node_token: str | None, cluster_port: int = 0) -> bool:
+    """Another node's request: it carries the cluster token (and, with a cluster
+    listener, arrived on it: there only). It is served here or by a sibling shard, never
+    sent on to a third node. A wrong token is a public request."""
+    if cluster_port and not on_cluster_listener(request, cluster_port):
+        return False
     return bool(node_token) and _token_is(request, node_token or "")
+
+
+def on_cluster_listener(request: web.Request, cluster_port: int) -> bool:
+    """The request came in on the cluster listener (``RELAY_CLUSTER_PORT``, which
+    :func:`relay.config.check` keeps apart from the listen port)."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    return bool(sock.getsockname()[1] == cluster_port)
 
 
 def _token_is(request: web.Request, token: str) -> bool:

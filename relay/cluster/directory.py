@@ -19,7 +19,7 @@ import hashlib
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -70,8 +70,17 @@ def node_key(node_id: str) -> str:
 class CallDirectory:
     """One node's connection to the directory (a pool; closed with :meth:`close`)."""
 
-    def __init__(self, url: str, *, timeout_secs: float = 1.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_secs: float = 1.0,
+        on_answer: Callable[[str, bool], None] | None = None,
+    ) -> None:
         self._timeout = timeout_secs
+        #: Told each operation's name and whether it succeeded (metrics); never raises
+        #: into the directory.
+        self._on_answer = on_answer
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
             url,
             socket_timeout=timeout_secs,
@@ -84,8 +93,9 @@ class CallDirectory:
     async def close(self) -> None:
         await self._redis.aclose()
 
-    async def _bounded(self, operation: Awaitable[T] | T) -> T:
-        """``operation``'s result (redis-py types its commands as maybe-awaitable)."""
+    async def _bounded(self, op: str, operation: Awaitable[T] | T) -> T:
+        """``operation``'s result (redis-py types its commands as maybe-awaitable);
+        ``op`` names it for the metrics."""
         try:
             async with asyncio.timeout(self._timeout):
                 result = await operation if inspect.isawaitable(operation) else operation
@@ -93,28 +103,38 @@ class CallDirectory:
             if self.available:  # once per outage, not once per request
                 logger.warning("call directory unavailable: %s", type(exc).__name__)
             self.available = False
+            self._answered(op, False)
             raise DirectoryUnavailable() from None
         if not self.available:
             logger.info("call directory available again")
         self.available = True
+        self._answered(op, True)
         return result
 
-    async def _run(self, pipe: Pipeline) -> None:
+    def _answered(self, op: str, ok: bool) -> None:
+        if self._on_answer is not None:
+            try:
+                self._on_answer(op, ok)
+            except Exception:  # an observer's bug never fails a directory operation
+                logger.exception("call directory observer failed")
+
+    async def _run(self, op: str, pipe: Pipeline) -> None:
         """A pipeline's commands, in one round trip."""
-        done: list[Any] = await self._bounded(pipe.execute())
+        done: list[Any] = await self._bounded(op, pipe.execute())
         logger.debug("directory pipeline: %d command(s)", len(done))
 
     async def ping(self) -> None:
-        await self._bounded(self._redis.ping())
+        await self._bounded("ping", self._redis.ping())
 
     # -- client secrets --------------------------------------------------------------
 
     async def put_secret(self, value: str, session: dict[str, Any], expires_at: int) -> None:
         record = json.dumps({"session": session, "expires_at": expires_at})
-        await self._bounded(self._redis.set(secret_key(value), record, exat=expires_at))
+        stored = self._redis.set(secret_key(value), record, exat=expires_at)
+        await self._bounded("put_secret", stored)
 
     async def get_secret(self, value: str) -> StoredSecret | None:
-        raw = await self._bounded(self._redis.get(secret_key(value)))
+        raw = await self._bounded("get_secret", self._redis.get(secret_key(value)))
         if raw is None:
             return None
         record = json.loads(raw)
@@ -123,10 +143,12 @@ class CallDirectory:
     # -- calls and nodes ------------------------------------------------------------
 
     async def register_call(self, call_id: str, owner_url: str, ttl_secs: float) -> None:
-        await self._bounded(self._redis.set(call_key(call_id), owner_url, px=_ms(ttl_secs)))
+        await self._bounded(
+            "register_call", self._redis.set(call_key(call_id), owner_url, px=_ms(ttl_secs))
+        )
 
     async def owner(self, call_id: str) -> str | None:
-        result: str | None = await self._bounded(self._redis.get(call_key(call_id)))
+        result: str | None = await self._bounded("owner", self._redis.get(call_key(call_id)))
         return result
 
     async def heartbeat(
@@ -149,24 +171,24 @@ class CallDirectory:
         gone = [call_key(c) for c in ended]
         if gone:
             pipe.delete(*gone)
-        await self._run(pipe)
+        await self._run("heartbeat", pipe)
 
     async def leave(self, node_id: str, call_ids: Iterable[str]) -> None:
         keys = [node_key(node_id), *(call_key(c) for c in call_ids)]
         pipe = self._redis.pipeline(transaction=False)
         pipe.delete(*keys)
         pipe.srem(NODES, node_id)
-        await self._run(pipe)
+        await self._run("leave", pipe)
 
     async def nodes(self) -> dict[str, dict[str, Any]]:
         """The live nodes' last published load, by node id (expired ones are pruned)."""
-        ids = sorted(await self._bounded(self._redis.smembers(NODES)))
+        ids = sorted(await self._bounded("nodes", self._redis.smembers(NODES)))
         if not ids:
             return {}
-        raws = await self._bounded(self._redis.mget([node_key(i) for i in ids]))
+        raws = await self._bounded("nodes", self._redis.mget([node_key(i) for i in ids]))
         dead = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
         if dead:
-            await self._bounded(self._redis.srem(NODES, *dead))
+            await self._bounded("nodes", self._redis.srem(NODES, *dead))
         return {i: json.loads(raw) for i, raw in zip(ids, raws, strict=True) if raw is not None}
 
 

@@ -20,6 +20,7 @@ from ..auth import ClientSecret
 from ..call import Call
 from ..cluster.directory import CallDirectory, DirectoryUnavailable
 from ..cluster.node import ClusterNode
+from ..config import Settings
 from ..shards import (
     SHARD_HEADER,
     CallRoute,
@@ -28,9 +29,10 @@ from ..shards import (
     from_node,
     is_internal,
     merge_expositions,
+    on_cluster_listener,
 )
 from .errors import Handler, enveloped, error_response, relay_error_response
-from .state import CLIENT_SECRETS, REGISTRY, SETTINGS, SHARD, SHARD_CLIENT
+from .state import CLIENT_SECRETS, METRICS, REGISTRY, SETTINGS, SHARD, SHARD_CLIENT
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +60,15 @@ CLUSTER = web.AppKey("cluster", ClusterNode)
 async def shard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     app, layout = request.app, request.app[SHARD]
     cluster = app.get(CLUSTER)
+    port = app[SETTINGS].cluster_port
+    if port and on_cluster_listener(request, port):
+        refused = _cluster_listener_refusal(request)
+        if refused is not None:
+            return refused
     if is_internal(request, layout) or (not layout.sharded and cluster is None):
         return await handler(request)
     # Another node's request goes at most to a sibling shard, never to a third node.
-    fleet = cluster is not None and not from_node(request, _cluster_token(app))
+    fleet = cluster is not None and not from_node(request, _cluster_token(app), port)
     route = call_route(request.rel_url.raw_path, request.rel_url.query.get("call_id", ""))
     target: Target | None = None
     if route is not None:
@@ -79,6 +86,22 @@ async def shard_middleware(request: web.Request, handler: Handler) -> web.Stream
     if not response.prepared and layout.sharded:
         response.headers[SHARD_HEADER] = str(layout.index)
     return response
+
+
+def _cluster_listener_refusal(request: web.Request) -> web.Response | None:
+    """The cluster listener serves only another node's requests (the cluster token),
+    and of those only what a node sends: a call's follow-up, a fleet listing."""
+    if not from_node(request, _cluster_token(request.app)):
+        return error_response(
+            401,
+            "This port serves only the relay's other nodes (a valid cluster token).",
+            code="cluster_token_required",
+        )
+    route = call_route(request.rel_url.raw_path, request.rel_url.query.get("call_id", ""))
+    gathered = request.method == "GET" and request.path in FLEET_GATHERED
+    if route is None and not gathered:
+        return error_response(404, "Not a route of the cluster listener.", code="not_found")
+    return None
 
 
 def _gathered(path: str, sharded: bool, fleet: bool) -> bool:
@@ -251,9 +274,13 @@ async def _cluster_node(app: web.Application) -> AsyncIterator[None]:
     settings, layout = app[SETTINGS], app[SHARD]
     assert settings.redis_url is not None
     node = ClusterNode(
-        CallDirectory(settings.redis_url.value, timeout_secs=settings.redis_timeout_secs),
+        CallDirectory(
+            settings.redis_url.value,
+            timeout_secs=settings.redis_timeout_secs,
+            on_answer=app[METRICS].directory_answered,
+        ),
         app[REGISTRY],
-        url=settings.node_url or f"http://{settings.host}:{settings.port}",
+        url=settings.node_url or _default_node_url(settings),
         shard=layout.index,
         ttl_secs=settings.cluster_call_ttl_secs,
     )
@@ -263,3 +290,9 @@ async def _cluster_node(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await node.close()
+
+
+def _default_node_url(settings: Settings) -> str:
+    if settings.cluster_port:
+        return f"http://{settings.cluster_host or settings.host}:{settings.cluster_port}"
+    return f"http://{settings.host}:{settings.port}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -56,12 +57,17 @@ def _popen(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
         return subprocess.Popen(args, env=full_env, stdout=out, stderr=out)
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def wait_http(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    timeout: float = 60,
+    context: ssl.SSLContext | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"process for {url} exited early"
         try:
-            with urllib.request.urlopen(url, timeout=1) as response:
+            with urllib.request.urlopen(url, timeout=1, context=context) as response:
                 if response.status == 200:
                     return
         except (OSError, urllib.error.URLError):
@@ -85,10 +91,18 @@ class Node:
     port: int
     proc: subprocess.Popen[bytes]
     log: Path
+    #: The cluster listener's port (0: none, the nodes use the listen port).
+    cluster_port: int = 0
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def node_url(self) -> str:
+        """Where the other nodes reach this one (its directory entries name it)."""
+        return f"http://127.0.0.1:{self.cluster_port or self.port}"
 
 
 @dataclass
@@ -99,6 +113,9 @@ class Fleet:
     emulator_port: int = field(default_factory=free_port)
     nodes: list[Node] = field(default_factory=list)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: The nodes' TLS certificate and key (HTTPS on the listen port, and a cluster
+    #: listener for the other nodes); ``None``: plain HTTP, the nodes use the listen port.
+    tls: tuple[Path, Path] | None = None
 
     @property
     def lb(self) -> str:
@@ -129,8 +146,12 @@ class Fleet:
     def stop_redis(self) -> None:
         stop(self.procs.pop("redis"))
 
-    def node_env(self, port: int) -> dict[str, str]:
-        return {
+    def node_env(self, port: int, cluster_port: int = 0) -> dict[str, str]:
+        tls: dict[str, str] = {}
+        if self.tls is not None:
+            tls = {"RELAY_TLS_CERT": str(self.tls[0]), "RELAY_TLS_KEY": str(self.tls[1])}
+            tls["RELAY_CLUSTER_PORT"] = str(cluster_port)
+        return tls | {
             "OPENAI_API_KEY": OPENAI_KEY,
             "OPENAI_BASE_URL": f"http://127.0.0.1:{self.emulator_port}/v1",
             "RELAY_API_KEY": RELAY_KEY,
@@ -139,15 +160,20 @@ class Fleet:
             "RELAY_NOISE_SUPPRESSION": "off",
             "RELAY_REDIS_URL": self.redis_url,
             "RELAY_CLUSTER_TOKEN": CLUSTER_TOKEN,
-            "RELAY_NODE_URL": f"http://127.0.0.1:{port}",
+            "RELAY_NODE_URL": f"http://127.0.0.1:{cluster_port or port}",
             "RELAY_CLUSTER_CALL_TTL_SECS": str(CALL_TTL_SECS),
             "RELAY_DRAIN_TIMEOUT_SECS": "60",
             "RELAY_RECORDING_POLICY": "opt_in",
             "RELAY_RECORDING_DIR": str(self.folder / f"recordings-{port}"),
         }
 
-    def start(self, workers: tuple[int, ...]) -> None:
-        """Redis, the emulator, one node per entry of ``workers`` (its shard count)."""
+    def trust(self) -> ssl.SSLContext | None:
+        """A client context that trusts the nodes' certificate (and only it)."""
+        return ssl.create_default_context(cafile=str(self.tls[0])) if self.tls else None
+
+    def start(self, workers: tuple[int, ...], balancer: bool = True) -> None:
+        """Redis, the emulator, one node per entry of ``workers`` (its shard count), and
+        HAProxy in front of them if ``balancer``."""
         self.start_redis()
         emulator = _popen(
             [str(BIN), "emulator", "--port", str(self.emulator_port)],
@@ -156,14 +182,17 @@ class Fleet:
         )
         self.procs["emulator"] = emulator
         for shards in workers:
-            port = free_port()
+            port, cluster_port = free_port(), free_port() if self.tls else 0
             log = self.folder / f"node-{port}.log"
             args = [str(BIN), "serve", "--port", str(port), "--workers", str(shards)]
-            self.nodes.append(Node(port, _popen(args, self.node_env(port), log), log))
+            proc = _popen(args, self.node_env(port, cluster_port), log)
+            scheme = "https" if self.tls else "http"
+            self.nodes.append(Node(port, proc, log, cluster_port, scheme))
         wait_http(f"http://127.0.0.1:{self.emulator_port}/healthz", emulator)
         for node in self.nodes:
-            wait_http(f"{node.url}/readyz", node.proc)
-        self._start_haproxy()
+            wait_http(f"{node.url}/readyz", node.proc, context=self.trust())
+        if balancer:
+            self._start_haproxy()
 
     def _start_haproxy(self) -> None:
         haproxy = shutil.which("haproxy")

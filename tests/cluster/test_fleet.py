@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from support import PacedAudioSource, RealtimeClient
 
 from relay.shards import INTERNAL_HEADER
@@ -253,6 +254,10 @@ async def test_redis_restarted_mid_call(fleet: Fleet, http: aiohttp.ClientSessio
         async with http.get(f"{three.url}/api/calls", headers=ADMIN_AUTH) as response:
             assert response.status == 200 and (await response.json())["data"] == []
             assert response.headers["X-Relay-Missing-Nodes"] == "?"
+        up, errors = await directory_health(http, three.url)
+        # three failed to store a secret, register a call and list the nodes
+        assert up == 0, errors
+        assert min(errors["put_secret"], errors["register_call"], errors["nodes"]) >= 1, errors
         fleet.start_redis()
         # the owner's heartbeat puts its call back (a third of the TTL)
         await until(lambda: fleet.call_owner(call_id) == one.url, CALL_TTL_SECS, "not back")
@@ -261,6 +266,25 @@ async def test_redis_restarted_mid_call(fleet: Fleet, http: aiohttp.ClientSessio
         async with caller() as again:
             new_call = await open_call(http, two.url, again, await mint(three.url))
             assert fleet.call_owner(new_call) == two.url
+        up, after = await directory_health(http, three.url)
+        assert up == 1 and after["put_secret"] == errors["put_secret"], after
+
+
+async def directory_health(
+    http: aiohttp.ClientSession, base: str
+) -> tuple[float, dict[str, float]]:
+    """A one-shard node's ``directory_up`` and its ``directory_errors_total`` by op."""
+    async with http.get(f"{base}/metrics") as response:
+        assert response.status == 200, await response.text()
+        text = await response.text()
+    up, errors = -1.0, {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "realtime_relay_directory_up":
+                up = sample.value
+            elif sample.name == "realtime_relay_directory_errors_total":
+                errors[sample.labels["op"]] = sample.value
+    return up, errors
 
 
 async def test_a_drained_node_finishes_its_calls_while_others_take_new_ones(

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from relay.config import Settings
+from relay.cli import build_parser, settings_from
+from relay.config import Settings, check
 from relay.ops.metrics import RelayMetrics
 
 try:
@@ -41,9 +42,11 @@ HAPROXY = DEPLOY / "haproxy" / "haproxy.cfg"
 #: LoadBalancers) and the newest whose schemas kubernetes-validate bundles.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
-SECRET_VARIABLES = {"OPENAI_API_KEY", "RELAY_API_KEY", "RELAY_ADMIN_TOKEN"}
+SECRET_VARIABLES = {"OPENAI_API_KEY", "RELAY_API_KEY", "RELAY_ADMIN_TOKEN", "RELAY_CLUSTER_TOKEN"}
 #: Variables the relay reads that are not Settings fields.
 OTHER_VARIABLES = {"RELAY_LOG_LEVEL"}
+#: The pod's address (downward API), only used in other variables' values: $(POD_IP).
+POD_VARIABLES = {"POD_IP"}
 SETTING_VARIABLES = {f.metadata["env"] for f in dataclasses.fields(Settings) if "env" in f.metadata}
 
 
@@ -135,8 +138,10 @@ def test_a_broken_object_is_refused() -> None:
 def test_relay_serves_everything_on_one_port_with_probes_and_secrets_by_reference() -> None:
     container = relay_container()
     config = relay_config()
+    # the public port, and the cluster listener for the other relay pods
     assert [(p["name"], p["containerPort"], p["protocol"]) for p in container["ports"]] == [
-        ("https", int(config["RELAY_PORT"]), "TCP")
+        ("https", int(config["RELAY_PORT"]), "TCP"),
+        ("cluster", int(config["RELAY_CLUSTER_PORT"]), "TCP"),
     ]
     assert config["RELAY_TLS_CERT"] and config["RELAY_TLS_KEY"] and config["RELAY_ICE_TCP"] == "1"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -155,7 +160,35 @@ def test_relay_serves_everything_on_one_port_with_probes_and_secrets_by_referenc
 def test_every_relay_variable_set_is_one_the_relay_reads() -> None:
     container = relay_container()
     named = set(relay_config()) | {e["name"] for e in container["env"]}
-    assert named <= SETTING_VARIABLES | OTHER_VARIABLES, named - SETTING_VARIABLES
+    assert named <= SETTING_VARIABLES | OTHER_VARIABLES | POD_VARIABLES, named - SETTING_VARIABLES
+
+
+def test_pods_share_the_call_directory_and_reach_each_other_on_the_cluster_listener() -> None:
+    config, container = relay_config(), relay_container()
+    env = {e["name"]: e for e in container["env"]}
+    order = [e["name"] for e in container["env"]]
+    redis = one("Service", "redis")["spec"]
+    [redis_port] = [p["port"] for p in redis["ports"]]
+    assert config["RELAY_REDIS_URL"] == f"redis://redis:{redis_port}/0"
+    cluster_port = int(config["RELAY_CLUSTER_PORT"])
+    assert cluster_port != int(config["RELAY_PORT"])
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    # $(POD_IP) expands only in variables listed after it
+    assert env["RELAY_NODE_URL"]["value"] == f"http://$(POD_IP):{cluster_port}"
+    assert env["RELAY_CLUSTER_HOST"]["value"] == "$(POD_IP)"
+    assert order.index("POD_IP") < order.index("RELAY_NODE_URL")
+    assert order.index("POD_IP") < order.index("RELAY_CLUSTER_HOST")
+    token = env["RELAY_CLUSTER_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert token == {"name": "realtime-relay-secrets", "key": "cluster-token"}
+    # the settings the relay would start with pass its own checks
+    values = {k: v for k, v in config.items() if k in SETTING_VARIABLES}
+    values |= {"RELAY_CLUSTER_TOKEN": "x" * 32, "RELAY_NODE_URL": "http://10.0.0.5:8081"}
+    settings = settings_from(values, build_parser().parse_args(["serve"]))
+    assert check(settings) == [] and settings.cluster_port == cluster_port
+    # no Service exposes the cluster listener: pods reach each other by address
+    for obj in manifests():
+        if obj["kind"] == "Service":
+            assert "cluster" not in {p["targetPort"] for p in obj["spec"]["ports"]}
 
 
 def test_termination_grace_covers_prestop_drain_and_shutdown() -> None:
@@ -235,6 +268,29 @@ def test_network_policies_deny_by_default_and_open_the_relay_port() -> None:
     ]
 
 
+def test_network_policies_open_the_cluster_listener_to_relay_pods_only() -> None:
+    relay = one("NetworkPolicy", "realtime-relay")["spec"]
+    cluster = {"protocol": "TCP", "port": int(relay_config()["RELAY_CLUSTER_PORT"])}
+    pods = [{"podSelector": relay["podSelector"]}]
+    ingress = [r for r in relay["ingress"] if cluster in r.get("ports", [])]
+    assert ingress == [{"from": pods, "ports": [cluster]}]
+    egress = [r for r in relay["egress"] if cluster in r.get("ports", [])]
+    assert egress == [{"to": pods, "ports": [cluster]}]
+    redis_port = {"protocol": "TCP", "port": 6379}
+    to_redis = [r for r in relay["egress"] if redis_port in r.get("ports", [])]
+    assert to_redis == [
+        {
+            "to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "redis"}}}],
+            "ports": [redis_port],
+        }
+    ]
+    # every other ingress rule names another port (or protocol) than the cluster port
+    for rule in relay["ingress"]:
+        if rule not in ingress:
+            assert all(p.get("port") != cluster["port"] for p in rule.get("ports", [])), rule
+            assert rule.get("ports"), "a rule without ports would open the cluster port"
+
+
 # -- Prometheus Operator objects (CRDs: structure) ----------------------------------------
 
 
@@ -312,6 +368,11 @@ def test_compose_runs_two_relays_behind_haproxy_with_the_rest_of_the_fleet() -> 
         grace = float(service["stop_grace_period"].rstrip("s"))
         assert drain + float(env["RELAY_SHUTDOWN_TIMEOUT_SECS"]) < grace, name
         assert service["healthcheck"]["test"][-1].count("/healthz") == 1
+        # the call directory: Redis, the token required, each node's own cluster listener
+        assert env["RELAY_REDIS_URL"] == "redis://redis:6379/0"
+        assert env["RELAY_CLUSTER_TOKEN"].startswith("${RELAY_CLUSTER_TOKEN:?")
+        assert env["RELAY_NODE_URL"] == f"http://{name}:{env['RELAY_CLUSTER_PORT']}"
+        assert not [p for p in service["ports"] if env["RELAY_CLUSTER_PORT"] in p.split(":")[0]]
     assert len(set(ranges)) == 2, "each node needs its own UDP ports"
     # Both nodes' recordings volumes differ: each repairs only its own after a crash.
     volumes = [v for s in relays.values() for v in s["volumes"] if v.endswith("/app/recordings")]

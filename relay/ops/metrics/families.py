@@ -217,6 +217,20 @@ FAMILIES: Final = (
         "sent too slowly); answered 408 and closed.",
         sampled=True,
     ),
+    # -- the fleet's call directory --
+    Family(
+        "gauge",
+        "directory_up",
+        "1 while the fleet's call directory (Redis) answers, 0 since one of its operations "
+        "failed (until one succeeds again); 1 without a directory (RELAY_REDIS_URL unset).",
+    ),
+    Family(
+        "counter",
+        "directory_errors",
+        "Call-directory operations that failed (Redis unreachable or too slow), by "
+        "operation: what needed it was refused (503 directory_unavailable) or retried.",
+        ("op",),
+    ),
     Family(
         "counter",
         "observer_errors",

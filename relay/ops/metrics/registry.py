@@ -30,6 +30,7 @@ from relay.taps import LEGS, SPEAKERS
 from .families import FAMILIES, Family
 from .vocabulary import (
     CLIENT_EVENT_TYPES,
+    DIRECTORY_OPS,
     EVENT_DIRECTIONS,
     MEDIA_DIRECTIONS,
     MONITOR_KINDS,
@@ -106,6 +107,8 @@ class RelayMetrics:
     monitor_subscribers: Gauge
     monitor_dropped_total: Counter
     slow_clients_refused_total: SampledCounter
+    directory_up: Gauge
+    directory_errors_total: Counter
     observer_errors_total: Counter
 
     def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = True) -> None:
@@ -118,11 +121,18 @@ class RelayMetrics:
         for family in FAMILIES:
             setattr(self, family.attribute, self._create(family))
         self._initialise_series()
+        self.directory_up.set(1)
 
     def observer_error(self, name: str) -> None:
         """Count an observer that raised (the TapBus's ``on_error``). Observer names
         come from the relay's code, not from peers, so the label is the name as is."""
         self.observer_errors_total.labels(name).inc()
+
+    def directory_answered(self, op: str, ok: bool) -> None:
+        """A call-directory operation's outcome (``op``: one of :data:`DIRECTORY_OPS`)."""
+        self.directory_up.set(1 if ok else 0)
+        if not ok:
+            self.directory_errors_total.labels(op).inc()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type (text format 0.0.4, which every
@@ -160,6 +170,7 @@ class RelayMetrics:
             (self.monitor_subscribers, MONITOR_KINDS),
             (self.monitor_dropped_total, MONITOR_KINDS),
             (self.observer_errors_total, OBSERVER_NAMES),
+            (self.directory_errors_total, DIRECTORY_OPS),
         )
         for metric, values in one_label:
             for value in values:

@@ -184,6 +184,17 @@ MONITOR_KINDS: Final = ("events", "listen")
 RECORDING_FAILURE_REASONS: Final = ("io", "queue_full")
 #: The ``name`` of each of the relay's call observers (``realtime_relay_observer_errors_total``).
 OBSERVER_NAMES: Final = ("metrics", "recording", "monitor", "webhooks")
+#: The call directory's operations (:class:`relay.cluster.directory.CallDirectory`).
+DIRECTORY_OPS: Final = (
+    "put_secret",
+    "get_secret",
+    "register_call",
+    "owner",
+    "heartbeat",
+    "leave",
+    "nodes",
+    "ping",
+)
 
 
 def fold(value: object, known: Iterable[str]) -> str:

@@ -71,7 +71,8 @@ def setup_media_routes(app: web.Application) -> None:
     app[CHECK_PCS] = set()
     app.on_shutdown.append(_close_checks)
     app.router.add_get(SOCKET_PATH, realtime_socket)
-    app.router.add_route("*", RESUME_PATH, resume_call)
+    app.router.add_post(RESUME_PATH, resume_call)
+    app.router.add_get(RESUME_PATH, resume_call)
     app.router.add_get("/api/check", check_facts)
     app.router.add_post("/api/check/webrtc", check_webrtc)
     app.router.add_get("/check", check_page)
@@ -174,8 +175,11 @@ async def resume_call(request: web.Request) -> web.StreamResponse:
     """A new caller leg for a call whose caller was lost (see the module's docstring)."""
     ws = _call_socket(request.app[SETTINGS])
     socket = ws.can_prepare(request).ok
-    if request.method != ("GET" if socket else "POST"):
-        raise web.HTTPMethodNotAllowed(request.method, ["POST", "GET"])
+    if request.method == "GET" and not socket:
+        raise InvalidRequest(
+            "GET resumes over a WebSocket: open it with an Upgrade request, or POST an offer.",
+            code="websocket_required",
+        )
     call = request.app[REGISTRY].get_call(request.match_info["call_id"])
     if call is None:
         raise NotFound("No call found with that id.", code="call_not_found", param="call_id")

@@ -18,6 +18,7 @@ import pytest
 from aiortc import RTCSessionDescription
 from relay_fixtures import RelayFactory, RelayUnderTest
 from support import PacedAudioSource, RealtimeClient, realtime_client
+from test_ws_caller import WsCaller, to_24k_frames
 
 from relay import aiortc_patches
 from relay.caller.resume import RESUME_HEADER
@@ -250,3 +251,76 @@ async def test_a_resume_replaces_a_leg_the_relay_thought_alive(
             user_says(second.send, "Hello again.")
             await second.wait_for("response.done", timeout=15)
             assert not call.grace.waiting
+
+
+async def open_socket(relay: RelayUnderTest, path: str, protocol: str) -> WsCaller:
+    ws = await relay.http.ws_connect(relay.url(path), protocols=["realtime", protocol])
+    caller = WsCaller(ws)
+    caller.tasks = [  # type: ignore[attr-defined]
+        asyncio.ensure_future(caller.receive()),
+        asyncio.ensure_future(caller.send_microphone()),
+    ]
+    return caller
+
+
+async def close_socket(caller: WsCaller, *, abort: bool = False) -> None:
+    """Close the socket (a close frame), or ``abort``: the connection just dies."""
+    if abort:
+        caller.ws._conn.transport.abort()  # type: ignore[union-attr]
+    else:
+        await caller.ws.close()
+    for task in caller.tasks:  # type: ignore[attr-defined]
+        task.cancel()
+    await asyncio.gather(*caller.tasks, return_exceptions=True)  # type: ignore[attr-defined]
+
+
+async def test_a_dropped_websocket_resumes_on_a_new_socket(
+    start_relay: RelayFactory, speech_48k: np.ndarray
+) -> None:
+    """A WebSocket leg that dies without a close frame is waited for; a new socket with
+    the token from ``relay.call`` carries on the call (the gap's events first, in order);
+    a close frame then ends the call at once."""
+    relay = await reconnect_relay(start_relay)
+    log = EventLog()
+    relay.registry.add_observer(log)
+    minted = await relay.http.post(
+        relay.url("/v1/realtime/client_secrets"), json={"session": {}}, headers=AUTH
+    )
+    secret = (await minted.json())["value"]
+    backend = openai.AsyncOpenAI(api_key=API_KEY, base_url=relay.url("/v1"))
+    first = await open_socket(relay, "/v1/realtime/ws", f"openai-insecure-api-key.{secret}")
+    hello = await first.wait_for("relay.call", timeout=10)
+    call_id, token = hello["call_id"], hello["resume_token"]
+    await first.wait_for("session.created", timeout=10)
+    call = relay.registry.get_call(call_id)
+    async with backend.realtime.connect(call_id=call_id) as sideband:
+        await close_socket(first, abort=True)
+        await eventually(lambda: call.grace.waiting, 5, "the loss")
+        assert call.grace.reason == "caller_dropped"
+        user_says(lambda e: asyncio.ensure_future(sideband.send(e)), "Say something.")
+        await eventually(lambda: "response.done" in log.types(), 15, "the answer")
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await open_socket(relay, f"/v1/realtime/calls/{call_id}/resume", "relay-resume.x")
+        assert refused.value.status == 401
+        path = f"/v1/realtime/calls/{call_id}/resume"
+        second = await open_socket(relay, path, f"relay-resume.{token}")
+        try:
+            await second.wait_for("response.done", timeout=10)
+            assert second.events[0]["type"] == "relay.call"
+            assert "resume_token" not in second.events[0]
+            gap_ids = log.server_ids_after("relay.caller.disconnected")
+            got = [e["event_id"] for e in second.events[1:]]
+            assert got == gap_ids[: len(got)], "the gap's events, all and in order"
+            frames_in = call.caller_audio.frames_in
+            second.play(to_24k_frames(speech_48k))
+            await eventually(lambda: call.caller_audio.frames_in > frames_in + 50, 10, "audio in")
+            after = second.received
+            user_says(second.send, "Say something again.")
+            await eventually(lambda: len(second.loud_frames(after)) > 25, 20, "agent audio")
+            assert call.snapshot()["transport"] == "websocket"
+        finally:
+            await close_socket(second)
+    await asyncio.wait_for(call.wait_closed(), 3)
+    assert call.outcome == "caller_closed"
+    assert relay.app[EMULATOR][SESSIONS].created == 1
+    await backend.close()

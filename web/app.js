@@ -133,6 +133,7 @@ const STATUS_TEXT = {
   idle: "Not connected",
   connecting: "Connecting…",
   connected: "Connected",
+  reconnecting: "Reconnecting…",
   disconnected: "Call ended",
   error: "Not connected",
 };

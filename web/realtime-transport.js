@@ -25,6 +25,10 @@
  * @property {(callId: string) => void} onCallId  The server named the call.
  * @property {(code: string) => void} onEnd  After `start()` resolved, the call ended without `close()`:
  *   `ErrorCode.CALL_ENDED` (the server ended it) or `ErrorCode.CONNECTION_LOST`.
+ * @property {() => void} [onReconnecting]  The connection failed and the transport is reconnecting to
+ *   the same call (the relay keeps it for a grace period); `onReconnected` or `onEnd` follows.
+ * @property {() => void} [onReconnected]  A new connection carries the same call; the server's events
+ *   sent meanwhile follow, in order. `onOpen` is not called again.
  */
 
 /**

@@ -1,7 +1,8 @@
 """Caller reconnect from real Chromium: its network namespace's link goes down for 3 s
-mid-call. The relay notices the caller gone (its media timeout, 1 s here, then an
-unanswered check) and keeps the call; when the link is back the page's client attaches a
-new leg with the call's resume token. The same call carries on: the same call id,
+mid-call. The relay notices the caller gone (WebRTC: its media timeout, 1 s here, then an
+unanswered check; WebSocket: its heartbeat, as often) and keeps the call; when the link
+is back the page's client attaches a new leg (a new peer connection, or a new socket)
+with the call's resume token. The same call carries on: the same call id,
 audio both ways after (counted by the relay), one upstream session all along (counted
 by the emulator), and the page said "Reconnecting…" meanwhile."""
 
@@ -25,10 +26,12 @@ from relay.emulator.app import SESSIONS
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(120)]
 
 BLIP_SECS = 3.0
-#: Agent audio packets the page received (its own getStats, the current connection).
+#: Agent audio the page received: WebRTC, packets on the current connection (its
+#: getStats); WebSocket, frames since the call began (the transport's counters).
 RECEIVED_JS = """async () => {
-  const pc = window.realtimeApp.client.peerConnection;
-  if (!pc) return 0;
+  const client = window.realtimeApp.client;
+  const pc = client.peerConnection;
+  if (!pc) return (await client.getStats())?.framesReceived ?? 0;
   let n = 0;
   (await pc.getStats()).forEach((r) => {
     if (r.type === 'inbound-rtp' && r.kind === 'audio') n = r.packetsReceived;
@@ -49,7 +52,9 @@ def link(net: ClientNetwork, up: bool) -> None:
     net.exec("ip", "link", "set", "vc0", "up" if up else "down")
 
 
+@pytest.mark.parametrize("transport", ["webrtc", "websocket"])
 async def test_a_three_second_blip_resumes_the_same_call(
+    transport: str,
     client_net: ClientNetwork,
     serve_relay: ServeRelay,
     launch: Any,
@@ -67,7 +72,7 @@ async def test_a_three_second_blip_resumes_the_same_call(
     )
     sessions = relay.app[EMULATOR][SESSIONS]
     browser = await chromium_inside(client_net, launch, call_wav)
-    page = await open_page(browser, relay.url("/"))
+    page = await open_page(browser, relay.url("/"), config={"transport": transport})
     await page.page.get_by_role("button", name="Start call").click()
     await expect(page.page.locator("#status-text")).to_have_text("Connected", timeout=20000)
     call_id = (await page.state())["callId"]
@@ -86,6 +91,7 @@ async def test_a_three_second_blip_resumes_the_same_call(
             await asyncio.sleep(0.1)
 
     watcher = asyncio.ensure_future(watch())
+    received_before = await page.page.evaluate(RECEIVED_JS)
     try:
         link(client_net, up=False)
         await asyncio.sleep(BLIP_SECS)
@@ -102,6 +108,7 @@ async def test_a_three_second_blip_resumes_the_same_call(
     # The same call, the same upstream session.
     assert (await page.state())["callId"] == call_id
     assert relay.registry.get_call(call_id) is call and call.state == "active"
+    assert call.snapshot()["transport"].startswith(transport)
     assert sessions.created == 1, "a second upstream session was opened"
     # Audio both ways on the new leg: the relay counts the caller's frames and the agent
     # packets it sends; the page counts the packets it receives.
@@ -109,7 +116,9 @@ async def test_a_three_second_blip_resumes_the_same_call(
     await wait_until(lambda: call.caller_audio.frames_in > frames_in + 100, 15, "caller audio")
     await wait_until(lambda: call.caller.frames_out > 50, 30, "agent audio to the new leg")
     deadline = time.monotonic() + 10
-    while (received := await page.page.evaluate(RECEIVED_JS)) <= 50:
+    if transport == "webrtc":  # a new connection: its counters start again
+        received_before = 0
+    while (received := await page.page.evaluate(RECEIVED_JS)) <= received_before + 50:
         assert time.monotonic() < deadline, f"the page's new connection received {received}"
         await asyncio.sleep(0.2)
     print(f"resumed {resumed_secs:.2f} s after the link came back")

@@ -6,8 +6,8 @@ microphone playing speech) in a network namespace whose link goes down for
 For each blip, measured on the relay's side from the moment the link comes back:
 
 * ``audio_back_ms``: the caller's audio reaches the relay again (its first frame);
-* ``connected_ms``: the page says "connected" (polled every 50 ms; 0 when it never said
-  "reconnecting", ``page_reconnecting``);
+* ``connected_ms``: the page says "connected" and the relay carries the call again
+  (polled every 50 ms; 0 when the page never left "connected");
 * ``resumed``: whether it took a new leg (the relay counted a resume) or ICE rode the
   blip out on the same connection; ``lost``: whether the relay had noticed the caller
   gone (and was holding the call in its grace).
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -98,7 +99,9 @@ async def one_blip(net: ClientNetwork, page: Any, call: Any, blip: float) -> dic
             audio_back = now
         status = await page_status(page)
         statuses.add(status)
-        if connected is None and status == "connected":
+        # Connected again: on the old path, or (the relay gave it up) on a new leg.
+        carried = not call.grace.waiting and (not lost or call.grace.resumes > resumes)
+        if connected is None and status == "connected" and carried:
             connected = now
         await asyncio.sleep(POLL_SECS)
     return {
@@ -193,6 +196,10 @@ def summary(result: dict[str, Any]) -> str:
     )
 
 
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--blips", type=int, default=5)
@@ -209,6 +216,7 @@ def main() -> None:
             "unshare",
             ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"] + command,
         )
+    signal.signal(signal.SIGTERM, _interrupted)  # the namespace and Chromium are removed
     result = asyncio.run(run(args))
     print(summary(result))
     if args.json:

@@ -17,9 +17,9 @@ socket) given in the :class:`CallRequest`. Either feeds the same caller pipeline
 the same agent packets, and talks through the same event bridge; the rest of the call
 does not know which it has.
 
-A caller leg that is *lost* (not closed) is waited for ``caller_grace_secs``
-(:mod:`relay.caller.resume`): :meth:`resume` attaches the browser's next leg to the same
-call, upstream session, recording and observers.
+A caller leg that is *lost* (not closed) is waited for ``caller_grace_secs``: the
+call's :meth:`resume` (:class:`~relay.caller.resume.CallerReconnect`) attaches the
+browser's next leg to the same call, upstream session, recording and observers.
 
 ``close()`` is idempotent and awaited by whoever ends the call (hangup, a leg that
 fails or closes, the media watchdog, the upstream session ending, shutdown)."""
@@ -42,10 +42,10 @@ from .caller.leg import (
     CallRequest,
     CallTimings,
 )
-from .caller.resume import GRACE_EXPIRED, CallerGrace
+from .caller.resume import GRACE_EXPIRED, CallerGrace, CallerReconnect
 from .caller.webrtc import WebRtcCallerLeg
 from .config import Settings
-from .errors import NotFound, RelayError, UpstreamError
+from .errors import RelayError, UpstreamError
 from .events import EventBridge, error_event, transcript_entry
 from .ice.gather import IceSetup
 from .media.denoise import Denoiser
@@ -75,7 +75,7 @@ UPSTREAM_LOST = {
 }
 
 
-class Call:
+class Call(CallerReconnect):
     """A browser <-> relay <-> OpenAI call."""
 
     def __init__(
@@ -315,58 +315,6 @@ class Call:
         reports = await asyncio.gather(self.caller.stats(), self.upstream.pc.getStats())
         if self.state == "active":
             self.taps.media_stats(media_stats(self, reports[0], reports[1]))
-
-    # -- caller reconnect (relay.caller.resume) ------------------------------------------
-
-    def _leg_ended(self, number: int) -> Callable[[str], None]:
-        return partial(self._caller_ended, number)
-
-    def _caller_ended(self, number: int, outcome: str) -> None:
-        """Caller leg ``number`` ended: a lost one is waited for, else the call ends."""
-        if number != self._leg_number or self.grace.waiting:
-            return  # a replaced leg, or one already given up
-        if self.state == "active" and self.grace.may_wait(outcome):
-            self._caller_lost(outcome)
-        else:
-            self._end_soon(outcome)
-
-    def _caller_lost(self, reason: str) -> None:
-        """Retire the caller's leg and wait for the next; its events wait in the bridge."""
-        old = self.caller
-        old.stop()
-        self._retired.append(old)
-        self._spawn(old.close())
-        self.bridge.caller.channel = None
-        self.taps.event(self.grace.lost(reason))
-        self._log.warning("call %s: caller lost (%s), waiting for it", self.id, reason)
-
-    async def resume(
-        self, offer_sdp: str, leg: Callable[[Callable[[str], None]], CallerLeg] | None = None
-    ) -> str:
-        """Attach the caller's next leg (the resume token was checked): WebRTC answered
-        with SDP by default, or the leg ``leg`` builds. The previous leg, if the relay had
-        not noticed it was lost, is replaced."""
-        async with self._resuming:
-            if self.state != "active":
-                raise NotFound("No call found with that id.", code="call_not_found")
-            if not self.grace.waiting:
-                self._caller_lost("caller_replaced")
-            self._leg_number += 1
-            ended = self._leg_ended(self._leg_number)
-            new = leg(ended) if leg else WebRtcCallerLeg(self._ice.caller_plan(), on_ended=ended)
-            try:
-                await new.accept(offer_sdp, self.bridge, self.caller_audio)
-                answer = await new.answer()
-                if self.state != "active":
-                    raise NotFound("The call ended while it resumed.", code="call_not_found")
-            except BaseException:
-                await new.close()
-                raise
-            self.caller = new
-            self._probed_at["caller"] = time.monotonic()
-            self.taps.event(self.grace.resumed(new.transport))
-            self._log.info("call %s: caller resumed", self.id)
-            return answer
 
     # -- ending ------------------------------------------------------------------------
 

@@ -63,6 +63,40 @@
  * @property {RTCPeerConnection | null} [peerConnection]  WebRTC only: the connection, or null.
  */
 
+/** Reconnect attempts (realtime-webrtc.js, realtime-websocket.js): the first wait between two,
+ * doubled up to the max, cut short when the browser comes back online. */
+export const RESUME_BACKOFF_MS = 250;
+export const RESUME_BACKOFF_MAX_MS = 1000;
+
+export /** Resolves after `ms`, or as soon as the browser says it is back online. */
+function sleepUnlessOnline(ms) {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      globalThis.removeEventListener?.("online", done);
+      resolve();
+    };
+    const timer = setTimeout(done, Math.max(0, ms));
+    globalThis.addEventListener?.("online", done);
+  });
+}
+
+/**
+ * Reconnect attempts until one says "resumed" or "gone", `stopped()`, or `deadline` (ms since the
+ * epoch) passes: `attempt(deadline)` resolves to "resumed", "gone" or "retry". Resolves to the last.
+ */
+export async function retryUntil(deadline, attempt, stopped) {
+  let wait = RESUME_BACKOFF_MS;
+  let outcome = "retry";
+  while (!stopped() && Date.now() < deadline) {
+    outcome = await attempt(deadline);
+    if (outcome !== "retry") break;
+    await sleepUnlessOnline(Math.min(wait, deadline - Date.now()));
+    wait = Math.min(wait * 2, RESUME_BACKOFF_MAX_MS);
+  }
+  return outcome;
+}
+
 /** A server event from its JSON text; null (with a warning) when it is not one. */
 export function parseServerEvent(data) {
   let event;

@@ -18,7 +18,7 @@
  */
 import { Aborted, ErrorCode, RealtimeClientError, httpError } from "./realtime-errors.js";
 import { absoluteUrl, callIceServers } from "./realtime-session.js";
-import { parseServerEvent } from "./realtime-transport.js";
+import { parseServerEvent, retryUntil } from "./realtime-transport.js";
 
 /** How long a hang-up may take before the connection is closed anyway. */
 const HANGUP_TIMEOUT_MS = 3000;
@@ -28,10 +28,9 @@ const RECOVERY_GRACE_MS = 5000;
 const RESUME_AFTER_MS = 1500;
 /** The relay's header that carries the call's resume token (to this caller only). */
 const RESUME_HEADER = "X-Relay-Resume-Token";
-/** Resume attempts: the first wait, doubled up to the max; each request bounded. */
-const RESUME_BACKOFF_MS = 250;
-const RESUME_BACKOFF_MAX_MS = 2000;
 const RESUME_REQUEST_TIMEOUT_MS = 3000;
+/** Back online after being offline: if no agent audio arrives within this long, the old path is gone. */
+const PATH_CHECK_MS = 1000;
 /** Client events kept while the call reconnects (the oldest dropped beyond). */
 const MAX_OUTBOX = 1000;
 const TURN_ADVICE =
@@ -71,8 +70,17 @@ function hangUp(callUrl, token, keepalive) {
   return Promise.race([done.then((r) => r.ok, () => false), timeout]);
 }
 
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
+/** Audio packets received on `pc` so far (0 when unknown). */
+async function inboundPackets(pc) {
+  let packets = 0;
+  try {
+    (await pc.getStats()).forEach((r) => {
+      if (r.type === "inbound-rtp" && r.kind === "audio") packets = r.packetsReceived || 0;
+    });
+  } catch {
+    /* closed meanwhile */
+  }
+  return packets;
 }
 
 function closeQuietly(closable) {
@@ -109,6 +117,16 @@ export class WebRTCTransport {
     this._resume = null; // {stream, iceServers, options}: what a new leg needs
     this._reconnecting = null;
     this._resumeAbort = null;
+    // Offline then online again: the relay may have given the old path up meanwhile (ICE would
+    // take seconds to say so): unless agent audio flows again at once, reconnect now.
+    this._wentOffline = false;
+    this._onOffline = () => {
+      this._wentOffline = true;
+    };
+    this._onOnline = () => {
+      if (this._wentOffline) this._checkPath();
+      this._wentOffline = false;
+    };
   }
 
   isSupported() {
@@ -131,6 +149,8 @@ export class WebRTCTransport {
     const iceServers = await callIceServers(options, url, token, request);
     this._throwIfClosed();
     this._resume = { stream, iceServers, options };
+    globalThis.addEventListener?.("online", this._onOnline);
+    globalThis.addEventListener?.("offline", this._onOffline);
     const pc = this._connect(stream, iceServers);
     await pc.setLocalDescription(await pc.createOffer());
     await iceGathered(pc, options.iceGatheringTimeoutMs);
@@ -256,6 +276,16 @@ export class WebRTCTransport {
     }
   }
 
+  /** After a network change: the call is lost if no agent audio arrives within PATH_CHECK_MS. */
+  async _checkPath() {
+    const pc = this.peerConnection;
+    if (!this._established || !pc || this._reconnecting) return;
+    const before = await inboundPackets(pc);
+    await new Promise((resolve) => setTimeout(resolve, PATH_CHECK_MS));
+    if (this._closed || !this._established || this._reconnecting || pc !== this.peerConnection) return;
+    if ((await inboundPackets(pc)) <= before) this._lost(ErrorCode.CONNECTION_LOST);
+  }
+
   _resumable() {
     return Boolean(this._resumeToken && this._callUrl && this._resume?.options.reconnectTimeoutMs > 0);
   }
@@ -278,14 +308,7 @@ export class WebRTCTransport {
     this._emit("onReconnecting");
     const old = this.peerConnection;
     const deadline = Date.now() + this._resume.options.reconnectTimeoutMs;
-    let wait = RESUME_BACKOFF_MS;
-    let outcome = "retry";
-    while (!this._closed && Date.now() < deadline) {
-      outcome = await this._resumeOnce(deadline);
-      if (outcome !== "retry") break;
-      await sleep(Math.min(wait, deadline - Date.now()));
-      wait = Math.min(wait * 2, RESUME_BACKOFF_MAX_MS);
-    }
+    const outcome = await retryUntil(deadline, (until) => this._resumeOnce(until), () => this._closed);
     this._reconnecting = null;
     if (old !== this.peerConnection) closeQuietly(old); // the relay has retired its leg
     if (outcome === "resumed") {
@@ -307,6 +330,7 @@ export class WebRTCTransport {
       await pc.setLocalDescription(await pc.createOffer());
       await iceGathered(pc, options.iceGatheringTimeoutMs);
       if (this._closed) return "gone";
+      if (!/^a=candidate:/m.test(pc.localDescription.sdp)) return "retry"; // no network yet
       const response = await fetch(`${this._callUrl.replace(/\/+$/, "")}/resume`, {
         method: "POST",
         headers: { [RESUME_HEADER]: this._resumeToken, "Content-Type": "application/sdp" },
@@ -366,6 +390,8 @@ export class WebRTCTransport {
     this._closed = true;
     clearTimeout(this._recoveryTimer);
     this._resumeAbort?.abort();
+    globalThis.removeEventListener?.("online", this._onOnline);
+    globalThis.removeEventListener?.("offline", this._onOffline);
     this._failSetup?.(new Aborted());
     const pc = this.peerConnection;
     const channel = this._channel;

@@ -23,7 +23,7 @@
  */
 import { Aborted, ErrorCode, RealtimeClientError } from "./realtime-errors.js";
 import { absoluteUrl } from "./realtime-session.js";
-import { parseServerEvent } from "./realtime-transport.js";
+import { parseServerEvent, retryUntil } from "./realtime-transport.js";
 
 const WIRE_RATE = 24000;
 const WORKLET_URL = new URL("./realtime-audio-worklet.js", import.meta.url).href;
@@ -32,9 +32,6 @@ const PLAYOUT_TARGET_MS = 80;
 const PLAYOUT_MAX_MS = 300;
 /** After OpenAI cleared its output, how long to wait for its own truncation before sending ours. */
 const TRUNCATE_WAIT_MS = 1000;
-/** Resume attempts: the first wait, doubled up to the max; each attempt bounded. */
-const RESUME_BACKOFF_MS = 250;
-const RESUME_BACKOFF_MAX_MS = 2000;
 const RESUME_ATTEMPT_MS = 3000;
 const MAX_OUTBOX = 1000;
 const PROXY_ADVICE =
@@ -54,10 +51,6 @@ export function resumeSocketUrl(callsUrl, callId) {
   const url = new URL(`${callsUrl.replace(/\/+$/, "")}/${encodeURIComponent(callId)}/resume`, absoluteUrl(callsUrl));
   url.protocol = url.protocol === "http:" ? "ws:" : url.protocol === "https:" ? "wss:" : url.protocol;
   return url.href;
-}
-
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 }
 
 /** The RealtimeClientError of a relay `error` event that ended the set-up. */
@@ -268,19 +261,16 @@ export class WebSocketTransport {
   async _reconnect() {
     this._emit("onReconnecting");
     const deadline = Date.now() + this._resume.timeoutMs;
-    let wait = RESUME_BACKOFF_MS;
-    while (!this._closed && Date.now() < deadline) {
-      if (await this._resumeOnce(Math.min(RESUME_ATTEMPT_MS, deadline - Date.now()))) {
-        this._reconnecting = null;
-        for (const text of this._outbox.splice(0)) this._ws.send(text);
-        this._emit("onReconnected");
-        return;
-      }
-      await sleep(Math.min(wait, deadline - Date.now()));
-      wait = Math.min(wait * 2, RESUME_BACKOFF_MAX_MS);
-    }
+    const attempt = async (until) =>
+      (await this._resumeOnce(Math.min(RESUME_ATTEMPT_MS, until - Date.now()))) ? "resumed" : "retry";
+    const outcome = await retryUntil(deadline, attempt, () => this._closed);
     this._reconnecting = null;
-    this._emit("onEnd", ErrorCode.CONNECTION_LOST);
+    if (outcome === "resumed") {
+      for (const text of this._outbox.splice(0)) this._ws.send(text);
+      this._emit("onReconnected");
+    } else {
+      this._emit("onEnd", ErrorCode.CONNECTION_LOST);
+    }
   }
 
   /** One new socket: resolves true once the relay's `relay.call` says it carries the call. */

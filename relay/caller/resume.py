@@ -20,12 +20,20 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
-from ..taps import TappedEvent
+from ..errors import NotFound
+from ..events import EventBridge
+from ..ice.gather import IceSetup
+from ..media.uplink import CallerAudio
+from ..taps import CallTaps, Leg, TappedEvent
+from .leg import CallerLeg
+from .webrtc import WebRtcCallerLeg
 
 #: The response header (``POST /v1/realtime/calls``) that carries the resume token to
 #: the caller, and the request header of ``POST /v1/realtime/calls/{id}/resume``.
@@ -107,6 +115,83 @@ class CallerGrace:
             "resumes": self.resumes,
             "last_gap_ms": None if self.last_gap_secs is None else round(self.last_gap_secs * 1000),
         }
+
+
+class CallerReconnect:
+    """The part of :class:`relay.call.Call` that swaps its caller leg: a lost leg is
+    retired and waited for, :meth:`resume` attaches the next. Legs are numbered so that
+    a retired leg's late ``on_ended`` is ignored."""
+
+    # What the call has (relay.call.Call sets them up).
+    id: str
+    state: str
+    caller: CallerLeg
+    bridge: EventBridge
+    caller_audio: CallerAudio
+    taps: CallTaps
+    grace: CallerGrace
+    _ice: IceSetup
+    _leg_number: int
+    _retired: list[CallerLeg]
+    _resuming: asyncio.Lock
+    _probed_at: dict[Leg, float]
+    _log: logging.LoggerAdapter[logging.Logger]
+
+    def _end_soon(self, outcome: str) -> None:
+        raise NotImplementedError
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        raise NotImplementedError
+
+    def _leg_ended(self, number: int) -> Callable[[str], None]:
+        return partial(self._caller_ended, number)
+
+    def _caller_ended(self, number: int, outcome: str) -> None:
+        """Caller leg ``number`` ended: a lost one is waited for, else the call ends."""
+        if number != self._leg_number or self.grace.waiting:
+            return  # a replaced leg, or one already given up
+        if self.state == "active" and self.grace.may_wait(outcome):
+            self._caller_lost(outcome)
+        else:
+            self._end_soon(outcome)
+
+    def _caller_lost(self, reason: str) -> None:
+        """Retire the caller's leg and wait for the next; its events wait in the bridge."""
+        old = self.caller
+        old.stop()
+        self._retired.append(old)
+        self._spawn(old.close())
+        self.bridge.caller.channel = None
+        self.taps.event(self.grace.lost(reason))
+        self._log.warning("call %s: caller lost (%s), waiting for it", self.id, reason)
+
+    async def resume(
+        self, offer_sdp: str, leg: Callable[[Callable[[str], None]], CallerLeg] | None = None
+    ) -> str:
+        """Attach the caller's next leg (the resume token was checked): WebRTC answered
+        with SDP by default, or the leg ``leg`` builds. The previous leg, if the relay had
+        not noticed it was lost, is replaced."""
+        async with self._resuming:
+            if self.state != "active":
+                raise NotFound("No call found with that id.", code="call_not_found")
+            if not self.grace.waiting:
+                self._caller_lost("caller_replaced")
+            self._leg_number += 1
+            ended = self._leg_ended(self._leg_number)
+            new = leg(ended) if leg else WebRtcCallerLeg(self._ice.caller_plan(), on_ended=ended)
+            try:
+                await new.accept(offer_sdp, self.bridge, self.caller_audio)
+                answer = await new.answer()
+                if self.state != "active":
+                    raise NotFound("The call ended while it resumed.", code="call_not_found")
+            except BaseException:
+                await new.close()
+                raise
+            self.caller = new
+            self._probed_at["caller"] = time.monotonic()
+            self.taps.event(self.grace.resumed(new.transport))
+            self._log.info("call %s: caller resumed", self.id)
+            return answer
 
 
 def _event(kind: str, **fields: Any) -> TappedEvent:

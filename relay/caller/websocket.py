@@ -199,8 +199,7 @@ class WebSocketCallerLeg:
                     self._on_audio(message.data)
                 elif message.type == WSMsgType.TEXT:
                     self.channel.received(message.data)
-            if self.ws.close_code in ABNORMAL_CLOSE_CODES:
-                outcome = "caller_dropped"
+            outcome = self._outcome()
         except Exception as exc:  # a broken socket is a caller lost
             logger.info("caller socket failed: %r", exc)
             outcome = "caller_dropped"
@@ -211,6 +210,10 @@ class WebSocketCallerLeg:
             self.bad_frames += 1
             return
         self._audio.on_pcm(np.frombuffer(data, dtype="<i2").astype(np.int16))
+
+    def _outcome(self) -> str:
+        """How the socket ended: a close frame (hang-up) or not (a caller lost)."""
+        return "caller_dropped" if self.ws.close_code in ABNORMAL_CLOSE_CODES else "caller_closed"
 
     def _ended(self, outcome: str) -> None:
         if not self._closed and self.on_ended is not None:
@@ -245,7 +248,7 @@ class WebSocketCallerLeg:
                 else:
                     await self.ws.send_bytes(data)
         except (ConnectionError, RuntimeError):  # closing, or closed under us
-            self._ended("caller_closed" if self.ws.close_code else "caller_dropped")
+            self._ended(self._outcome())
             return False
         return True
 

@@ -80,7 +80,7 @@ async def test_a_three_second_blip_resumes_the_same_call(
     assert call is not None
     await wait_until(
         lambda: call.caller_audio.frames_in > 100 and call.caller.frames_out > 100,
-        20,
+        40,
         "audio both ways before the blip",
     )
     # Every status the page's client goes through (a reconnect may be over in 100 ms).

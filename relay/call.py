@@ -17,6 +17,10 @@ socket) given in the :class:`CallRequest`. Either feeds the same caller pipeline
 the same agent packets, and talks through the same event bridge; the rest of the call
 does not know which it has.
 
+A caller leg that is *lost* (not closed) is waited for ``caller_grace_secs``: the
+call's :meth:`resume` (:class:`~relay.caller.resume.CallerReconnect`) attaches the
+browser's next leg to the same call, upstream session, recording and observers.
+
 ``close()`` is idempotent and awaited by whoever ends the call (hangup, a leg that
 fails or closes, the media watchdog, the upstream session ending, shutdown)."""
 
@@ -26,6 +30,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any, TypeVar
 
 from aiortc import MediaStreamTrack, RTCPeerConnection
@@ -37,6 +42,7 @@ from .caller.leg import (
     CallRequest,
     CallTimings,
 )
+from .caller.resume import GRACE_EXPIRED, CallerGrace, CallerReconnect
 from .caller.webrtc import WebRtcCallerLeg
 from .config import Settings
 from .errors import RelayError, UpstreamError
@@ -69,7 +75,7 @@ UPSTREAM_LOST = {
 }
 
 
-class Call:
+class Call(CallerReconnect):
     """A browser <-> relay <-> OpenAI call."""
 
     def __init__(
@@ -94,7 +100,14 @@ class Call:
         self.model = ""
         self.timings = CallTimings()
         self.transcripts: list[TranscriptEntry] = []
-        self.caller: CallerLeg = WebRtcCallerLeg(ice.caller_plan(), on_ended=self._end_soon)
+        self._ice = ice
+        #: The resume token and the grace of a lost caller; legs are numbered so that
+        #: a replaced leg's late ``on_ended`` is ignored.
+        self.grace = CallerGrace(settings.caller_grace_secs, partial(self._end_soon, GRACE_EXPIRED))
+        self._leg_number = 0
+        self._retired: list[CallerLeg] = []
+        self._resuming = asyncio.Lock()
+        self.caller: CallerLeg = WebRtcCallerLeg(ice.caller_plan(), on_ended=self._leg_ended(0))
         self.upstream = UpstreamLeg(
             connector=connector,
             ice=ice.upstream_plan(),
@@ -161,6 +174,7 @@ class Call:
                 "rejected": self.bridge.rejected,
             },
             "transcripts": [entry.as_dict() for entry in self.transcripts],
+            "reconnect": self.grace.snapshot(),
         }
 
     def audio_counters(self) -> dict[str, int]:
@@ -185,7 +199,7 @@ class Call:
         self.model = str(request.session.get("model") or self._settings.openai_model)
         try:
             if request.caller is not None:  # another leg than the default WebRTC one
-                default, self.caller = self.caller, request.caller(self._end_soon)
+                default, self.caller = self.caller, request.caller(self._leg_ended(0))
                 await default.close()
             await self.caller.accept(request.offer_sdp, self.bridge, self.caller_audio)
             # The caller's answer (and its ICE gathering) is prepared while OpenAI's leg
@@ -266,7 +280,7 @@ class Call:
             return
         self.upstream.decode_agent(self.taps.wants_agent_audio())
         self._check_alive("upstream", self.agent_audio.last_packet_at, UPSTREAM_QUIET_SECS, now)
-        if self._watch_media:
+        if self._watch_media and not self.grace.waiting:
             heard = self.caller_audio.last_frame_at or self.timings.setup_started
             self._check_alive("caller", heard, self._settings.media_timeout_secs, now)
 
@@ -289,7 +303,10 @@ class Call:
             self._probing.discard(leg)
         if not alive and self.state == "active":
             self._log.warning("call %s: the %s leg went quiet and stopped answering", self.id, leg)
-            self._end_soon("upstream_failed" if leg == "upstream" else "caller_media_timeout")
+            if leg == "upstream":
+                self._end_soon("upstream_failed")
+            else:
+                self._caller_ended(self._leg_number, "caller_media_timeout")
 
     async def publish_stats(self) -> None:
         """getStats of both legs and the audio counters, to the observers."""
@@ -349,7 +366,9 @@ class Call:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._told_caller:  # let the error event leave before the channel closes
             await asyncio.sleep(ERROR_FLUSH_SECS)
+        self.grace.cancel()
         closing = [self.caller.close(), self.upstream.close(hangup=hangup_upstream)]
+        closing += [leg.close() for leg in self._retired]
         results = await asyncio.gather(*closing, return_exceptions=True)
         for result in results:
             if isinstance(result, Exception):

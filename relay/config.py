@@ -179,6 +179,13 @@ class Settings:
     media_timeout_secs: float = setting(
         5.0, "RELAY_MEDIA_TIMEOUT_SECS", "a caller whose audio stops this long is hung up"
     )
+    caller_grace_secs: float = setting(
+        15.0,
+        "RELAY_CALLER_GRACE_SECS",
+        "a caller whose connection fails (ICE failure, no answer to checks, a WebSocket "
+        "dropped without a close) keeps its call and OpenAI session this long, for its "
+        "client to reconnect with the call's resume token; 0 ends the call at once",
+    )
     shutdown_timeout_secs: float = setting(
         10.0, "RELAY_SHUTDOWN_TIMEOUT_SECS", "bound on closing every call at SIGTERM/SIGINT"
     )

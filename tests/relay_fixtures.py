@@ -20,6 +20,9 @@ BASE_SETTINGS = Settings(
     ice_addresses=("127.0.0.1",),
     noise_suppression="off",
     media_timeout_secs=3.0,
+    # A caller whose connection fails ends the call at once (the old behaviour), except in
+    # the reconnect tests (tests/test_caller_reconnect.py), which set a grace.
+    caller_grace_secs=0.0,
     shutdown_timeout_secs=5.0,
     # The tests share 2 cores with Chromium and each other: admission by loop lag is
     # tested on its own (tests/test_admission.py), not left to chance here.

@@ -134,6 +134,7 @@ const STATUS_KEY = {
   idle: "notConnected",
   connecting: "connecting",
   connected: "connected",
+  reconnecting: "reconnecting",
   disconnected: "callEnded",
   error: "notConnected",
 };

@@ -58,6 +58,8 @@ export interface RealtimeClientOptions {
   iceServers?: RTCIceServer[];
   iceGatheringTimeoutMs?: number;
   connectTimeoutMs?: number;
+  /** After the connection fails, how long to keep reconnecting to the same call (default 15000; 0: never). */
+  reconnectTimeoutMs?: number;
   requestTimeoutMs?: number;
   transcriptionTimeoutMs?: number;
   sessionUpdateOnOpen?: boolean;
@@ -95,6 +97,10 @@ export interface TransportEvents {
   onCallId(callId: string): void;
   /** After `start()` resolved, the call ended without `close()`: "call_ended" or "connection_lost". */
   onEnd(code: ErrorCodeValue): void;
+  /** The connection failed; the transport is attaching a new one to the same call. */
+  onReconnecting?(): void;
+  /** The call is carried again (after `onReconnecting`). */
+  onReconnected?(): void;
 }
 
 export interface TransportStartOptions {
@@ -160,8 +166,10 @@ export interface ConversationMessage {
 }
 
 export interface RealtimeClientState {
-  readonly status: "idle" | "connecting" | "connected" | "disconnected" | "error";
+  readonly status: "idle" | "connecting" | "connected" | "reconnecting" | "disconnected" | "error";
   readonly isConnecting: boolean;
+  /** The connection failed; the client is reconnecting to the same call (`isConnected` stays true). */
+  readonly isReconnecting: boolean;
   readonly isConnected: boolean;
   readonly isRecording: boolean;
   readonly isSpeaking: boolean;
@@ -184,6 +192,7 @@ export declare class RealtimeVoiceClient extends EventTarget {
   readonly state: RealtimeClientState;
   readonly isConnected: boolean;
   readonly isConnecting: boolean;
+  readonly isReconnecting: boolean;
   readonly isRecording: boolean;
   readonly isSpeaking: boolean;
   readonly userTranscript: string;

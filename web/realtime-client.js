@@ -13,7 +13,9 @@
  *   4. plays the agent's audio, turns OpenAI Realtime events into transcripts and a conversation
  *      (realtime-conversation.js), and reports every failure as a `RealtimeClientError` with an
  *      actionable message and a `code` (realtime-errors.js);
- *   5. hangs up on `disconnect()`, on connection loss and when the page goes away.
+ *   5. reconnects to the same call when the connection fails (the relay keeps it for a grace period;
+ *      `status` is "reconnecting" and `isReconnecting` true meanwhile, `isConnected` stays true);
+ *   6. hangs up on `disconnect()`, on a connection lost for good and when the page goes away.
  *
  * It keeps the original `useWebRTC` API: options `model`, `transcriptionModel`, `voice`,
  * `onTranscriptDelta`, `onTranscriptDone`, `onAgentResponse`, `onError`; state `isConnected`,
@@ -199,6 +201,8 @@ export class RealtimeVoiceClient extends EventTarget {
 
   get isConnected() { return this.state.isConnected; }
   get isConnecting() { return this.state.isConnecting; }
+  /** The connection failed and the client is reconnecting to the same call (`isConnected` stays true). */
+  get isReconnecting() { return this.state.isReconnecting; }
   get isRecording() { return this.state.isRecording; }
   get isSpeaking() { return this.state.isSpeaking; }
   get userTranscript() { return this.state.userTranscript; }
@@ -331,7 +335,16 @@ export class RealtimeVoiceClient extends EventTarget {
       onRemoteAudio: current((stream) => this._showPlayback(this._audio.playAgent(stream, this.options.audioElement))),
       onCallId: current((callId) => this._set({ callId })),
       onEnd: current((code) => this._onTransportEnd(code)),
+      onReconnecting: current(() => this._set({ status: "reconnecting", isReconnecting: true })),
+      onReconnected: current(() => this._onReconnected(transport)),
     };
+  }
+
+  async _onReconnected(transport) {
+    if (!this.state.isConnected) return;
+    this._set({ status: "connected", isReconnecting: false });
+    const kind = await transportKind(transport);
+    if (this._transport === transport && kind) this._set({ transport: kind });
   }
 
   _onTransportOpen() {

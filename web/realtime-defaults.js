@@ -40,6 +40,8 @@ export const DEFAULT_OPTIONS = Object.freeze({
   iceGatheringTimeoutMs: 2000,
   /** Bound on the whole set-up after the answer (ICE + DTLS + data channel open). */
   connectTimeoutMs: 15000,
+  /** After the connection fails, how long to keep trying to reconnect to the same call. 0 disables. */
+  reconnectTimeoutMs: 15000,
   /** Bound on each HTTP request (token, offer). */
   requestTimeoutMs: 20000,
   /** A finished user turn without any transcription event after this long is reported. 0 disables. */
@@ -61,9 +63,11 @@ export const DEFAULT_OPTIONS = Object.freeze({
 });
 
 export const INITIAL_STATE = Object.freeze({
-  /** "idle" | "connecting" | "connected" | "disconnected" | "error" */
+  /** "idle" | "connecting" | "connected" | "reconnecting" | "disconnected" | "error" */
   status: "idle",
   isConnecting: false,
+  /** The connection failed; the client is reconnecting to the same call (isConnected stays true). */
+  isReconnecting: false,
   isConnected: false,
   /** The microphone is captured and not muted. */
   isRecording: false,
@@ -91,6 +95,7 @@ export const INITIAL_STATE = Object.freeze({
 /** The flags of a client without a call. */
 export const IDLE_FLAGS = Object.freeze({
   isConnecting: false,
+  isReconnecting: false,
   isConnected: false,
   isRecording: false,
   isSpeaking: false,

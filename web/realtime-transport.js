@@ -25,6 +25,10 @@
  * @property {(callId: string) => void} onCallId  The server named the call.
  * @property {(code: string) => void} onEnd  After `start()` resolved, the call ended without `close()`:
  *   `ErrorCode.CALL_ENDED` (the server ended it) or `ErrorCode.CONNECTION_LOST`.
+ * @property {() => void} [onReconnecting]  The connection failed and the transport is reconnecting to
+ *   the same call (the relay keeps it for a grace period); `onReconnected` or `onEnd` follows.
+ * @property {() => void} [onReconnected]  A new connection carries the same call; the server's events
+ *   sent meanwhile follow, in order. `onOpen` is not called again.
  */
 
 /**
@@ -58,6 +62,40 @@
  *   connection (not the microphone); `keepalive` when the page is going away. Safe to call twice.
  * @property {RTCPeerConnection | null} [peerConnection]  WebRTC only: the connection, or null.
  */
+
+/** Reconnect attempts (realtime-webrtc.js, realtime-websocket.js): the first wait between two,
+ * doubled up to the max, cut short when the browser comes back online. */
+export const RESUME_BACKOFF_MS = 250;
+export const RESUME_BACKOFF_MAX_MS = 1000;
+
+export /** Resolves after `ms`, or as soon as the browser says it is back online. */
+function sleepUnlessOnline(ms) {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      globalThis.removeEventListener?.("online", done);
+      resolve();
+    };
+    const timer = setTimeout(done, Math.max(0, ms));
+    globalThis.addEventListener?.("online", done);
+  });
+}
+
+/**
+ * Reconnect attempts until one says "resumed" or "gone", `stopped()`, or `deadline` (ms since the
+ * epoch) passes: `attempt(deadline)` resolves to "resumed", "gone" or "retry". Resolves to the last.
+ */
+export async function retryUntil(deadline, attempt, stopped) {
+  let wait = RESUME_BACKOFF_MS;
+  let outcome = "retry";
+  while (!stopped() && Date.now() < deadline) {
+    outcome = await attempt(deadline);
+    if (outcome !== "retry") break;
+    await sleepUnlessOnline(Math.min(wait, deadline - Date.now()));
+    wait = Math.min(wait * 2, RESUME_BACKOFF_MAX_MS);
+  }
+  return outcome;
+}
 
 /** A server event from its JSON text; null (with a warning) when it is not one. */
 export function parseServerEvent(data) {

@@ -7,15 +7,32 @@
  * (bounded: the relay has no trickle ICE) and POSTs the SDP to the calls URL. A 201 brings the answer
  * and `Location`, the call's URL: `POST {Location}/hangup` ends the call. The agent's audio arrives
  * as a remote track; the server's events, and the client's, go over the data channel.
+ *
+ * Reconnect: the relay's 201 also brings the call's resume token (`X-Relay-Resume-Token`). When the
+ * connection fails (ICE "failed", "disconnected" for RESUME_AFTER_MS, the data channel closed under
+ * it), the transport reports `onReconnecting` and attaches a new peer connection to the same call:
+ * its offer goes to `POST {Location}/resume` with the token, retried with a bounded backoff for
+ * `reconnectTimeoutMs` (the relay keeps the call for RELAY_CALLER_GRACE_SECS). The relay then sends
+ * the events it kept meanwhile, in order; `onReconnected` follows. A 401/404 means the call is over.
+ * Events sent meanwhile wait in the outbox. Without a token (direct mode) a failure ends the call.
  */
 import { Aborted, ErrorCode, RealtimeClientError, httpError } from "./realtime-errors.js";
 import { absoluteUrl, callIceServers } from "./realtime-session.js";
-import { parseServerEvent } from "./realtime-transport.js";
+import { parseServerEvent, retryUntil } from "./realtime-transport.js";
 
 /** How long a hang-up may take before the connection is closed anyway. */
 const HANGUP_TIMEOUT_MS = 3000;
 /** How long ICE may stay "disconnected" before the call counts as lost (as OpenAI's own SDK does). */
 const RECOVERY_GRACE_MS = 5000;
+/** With a resume token: how long ICE may stay "disconnected" before a new leg is attached. */
+const RESUME_AFTER_MS = 1500;
+/** The relay's header that carries the call's resume token (to this caller only). */
+const RESUME_HEADER = "X-Relay-Resume-Token";
+const RESUME_REQUEST_TIMEOUT_MS = 3000;
+/** Back online after being offline: if no agent audio arrives within this long, the old path is gone. */
+const PATH_CHECK_MS = 1000;
+/** Client events kept while the call reconnects (the oldest dropped beyond). */
+const MAX_OUTBOX = 1000;
 const TURN_ADVICE =
   "Your network may block UDP: ask your administrator for a TURN server (the iceServers option), then try again.";
 
@@ -53,6 +70,19 @@ function hangUp(callUrl, token, keepalive) {
   return Promise.race([done.then((r) => r.ok, () => false), timeout]);
 }
 
+/** Audio packets received on `pc` so far (0 when unknown). */
+async function inboundPackets(pc) {
+  let packets = 0;
+  try {
+    (await pc.getStats()).forEach((r) => {
+      if (r.type === "inbound-rtp" && r.kind === "audio") packets = r.packetsReceived || 0;
+    });
+  } catch {
+    /* closed meanwhile */
+  }
+  return packets;
+}
+
 function closeQuietly(closable) {
   try {
     closable?.close();
@@ -82,6 +112,21 @@ export class WebRTCTransport {
     this._closing = null;
     this._failSetup = null;
     this._recoveryTimer = null;
+    this._opens = 0;
+    this._resumeToken = null;
+    this._resume = null; // {stream, iceServers, options}: what a new leg needs
+    this._reconnecting = null;
+    this._resumeAbort = null;
+    // Offline then online again: the relay may have given the old path up meanwhile (ICE would
+    // take seconds to say so): unless agent audio flows again at once, reconnect now.
+    this._wentOffline = false;
+    this._onOffline = () => {
+      this._wentOffline = true;
+    };
+    this._onOnline = () => {
+      if (this._wentOffline) this._checkPath();
+      this._wentOffline = false;
+    };
   }
 
   isSupported() {
@@ -103,6 +148,9 @@ export class WebRTCTransport {
     // The relay's TURN credentials (when it has a TURN server) join the client's own ICE servers.
     const iceServers = await callIceServers(options, url, token, request);
     this._throwIfClosed();
+    this._resume = { stream, iceServers, options };
+    globalThis.addEventListener?.("online", this._onOnline);
+    globalThis.addEventListener?.("offline", this._onOffline);
     const pc = this._connect(stream, iceServers);
     await pc.setLocalDescription(await pc.createOffer());
     await iceGathered(pc, options.iceGatheringTimeoutMs);
@@ -123,6 +171,7 @@ export class WebRTCTransport {
     const pc = new RTCPeerConnection({ iceServers: iceServers || [] });
     this.peerConnection = pc;
     pc.addEventListener("track", (event) => {
+      if (pc !== this.peerConnection) return;
       const remote = event.streams && event.streams[0] ? event.streams[0] : new MediaStream([event.track]);
       this._emit("onRemoteAudio", remote);
     });
@@ -131,12 +180,14 @@ export class WebRTCTransport {
     const channel = pc.createDataChannel("oai-events");
     this._channel = channel;
     this._opened = new Promise((resolve) => channel.addEventListener("open", resolve, { once: true }));
-    channel.addEventListener("open", () => this._onChannelOpen());
+    channel.addEventListener("open", () => channel === this._channel && this._onChannelOpen());
     channel.addEventListener("message", (event) => {
       const parsed = parseServerEvent(event.data);
       if (parsed) this._emit("onEvent", parsed);
     });
-    channel.addEventListener("close", () => this._established && this._emit("onEnd", ErrorCode.CALL_ENDED));
+    channel.addEventListener("close", () => {
+      if (channel === this._channel && this._established) this._lost(ErrorCode.CALL_ENDED);
+    });
 
     this._micTrack = stream.getAudioTracks()[0];
     pc.addTrack(this._micTrack, stream);
@@ -153,6 +204,7 @@ export class WebRTCTransport {
     const response = await request(url, init, "offer");
     const location = response.ok && response.headers.get("Location");
     if (location) this._callUrl = new URL(location, absoluteUrl(url)).href;
+    this._resumeToken = (response.ok && response.headers.get(RESUME_HEADER)) || null;
     if (this._closed) {
       // Closed while the offer was on its way: the call exists now, so end it.
       hangUp(this._callUrl, this._token, false);
@@ -188,12 +240,12 @@ export class WebRTCTransport {
 
   _onChannelOpen() {
     if (this._closed) return;
-    this._emit("onOpen");
+    if (this._opens++ === 0) this._emit("onOpen"); // a resumed call's session is already set
     for (const text of this._outbox.splice(0)) this._channel.send(text);
   }
 
   _onConnectionState(pc) {
-    if (this._closed) return;
+    if (this._closed || pc !== this.peerConnection) return;
     const state = pc.connectionState;
     if (state === "connected") {
       clearTimeout(this._recoveryTimer);
@@ -201,10 +253,13 @@ export class WebRTCTransport {
     } else if (state === "failed") {
       this._onFailed();
     } else if (state === "disconnected" && this._established && !this._recoveryTimer) {
-      this._recoveryTimer = setTimeout(() => {
-        this._recoveryTimer = null;
-        if (pc.connectionState !== "connected") this._emit("onEnd", ErrorCode.CONNECTION_LOST);
-      }, RECOVERY_GRACE_MS);
+      this._recoveryTimer = setTimeout(
+        () => {
+          this._recoveryTimer = null;
+          if (pc === this.peerConnection && pc.connectionState !== "connected") this._lost(ErrorCode.CONNECTION_LOST);
+        },
+        this._resumable() ? RESUME_AFTER_MS : RECOVERY_GRACE_MS,
+      );
     }
   }
 
@@ -217,7 +272,84 @@ export class WebRTCTransport {
         ),
       );
     } else if (this._established) {
-      this._emit("onEnd", ErrorCode.CONNECTION_LOST);
+      this._lost(ErrorCode.CONNECTION_LOST);
+    }
+  }
+
+  /** After a network change: the call is lost if no agent audio arrives within PATH_CHECK_MS. */
+  async _checkPath() {
+    const pc = this.peerConnection;
+    if (!this._established || !pc || this._reconnecting) return;
+    const before = await inboundPackets(pc);
+    await new Promise((resolve) => setTimeout(resolve, PATH_CHECK_MS));
+    if (this._closed || !this._established || this._reconnecting || pc !== this.peerConnection) return;
+    if ((await inboundPackets(pc)) <= before) this._lost(ErrorCode.CONNECTION_LOST);
+  }
+
+  _resumable() {
+    return Boolean(this._resumeToken && this._callUrl && this._resume?.options.reconnectTimeoutMs > 0);
+  }
+
+  /** The connection failed: reconnect to the same call if the relay gave a token, else end. */
+  _lost(code) {
+    if (this._closed || this._reconnecting) return;
+    if (!this._resumable()) {
+      this._emit("onEnd", code);
+      return;
+    }
+    clearTimeout(this._recoveryTimer);
+    this._recoveryTimer = null;
+    this._established = false;
+    this._reconnecting = this._reconnect(code);
+  }
+
+  /** New legs until one carries the call, the relay says it is over, or time is up. */
+  async _reconnect(code) {
+    this._emit("onReconnecting");
+    const old = this.peerConnection;
+    const deadline = Date.now() + this._resume.options.reconnectTimeoutMs;
+    const outcome = await retryUntil(deadline, (until) => this._resumeOnce(until), () => this._closed);
+    this._reconnecting = null;
+    if (old !== this.peerConnection) closeQuietly(old); // the relay has retired its leg
+    if (outcome === "resumed") {
+      this._established = true;
+      this._emit("onReconnected");
+    } else {
+      this._emit("onEnd", outcome === "gone" ? ErrorCode.CALL_ENDED : code);
+    }
+  }
+
+  /** One new leg: "resumed", "gone" (the call is over: 401/404) or "retry". */
+  async _resumeOnce(deadline) {
+    const { stream, iceServers, options } = this._resume;
+    const pc = this._connect(stream, iceServers);
+    const abort = new AbortController();
+    this._resumeAbort = abort;
+    const timer = setTimeout(() => abort.abort(), RESUME_REQUEST_TIMEOUT_MS);
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+      await iceGathered(pc, options.iceGatheringTimeoutMs);
+      if (this._closed) return "gone";
+      if (!/^a=candidate:/m.test(pc.localDescription.sdp)) return "retry"; // no network yet
+      const response = await fetch(`${this._callUrl.replace(/\/+$/, "")}/resume`, {
+        method: "POST",
+        headers: { [RESUME_HEADER]: this._resumeToken, "Content-Type": "application/sdp" },
+        body: pc.localDescription.sdp,
+        signal: abort.signal,
+      });
+      clearTimeout(timer);
+      if (response.status === 401 || response.status === 404) return "gone";
+      if (response.status !== 201) return "retry";
+      await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+      const left = Math.max(1000, deadline - Date.now());
+      await this._channelOpen(pc, Math.min(options.connectTimeoutMs || left, left));
+      return "resumed";
+    } catch {
+      return this._closed ? "gone" : "retry";
+    } finally {
+      clearTimeout(timer);
+      this._resumeAbort = null;
+      if (pc !== this.peerConnection || this._channel?.readyState !== "open") closeQuietly(pc);
     }
   }
 
@@ -230,8 +362,10 @@ export class WebRTCTransport {
     if (!channel || this._closed) return false;
     const text = JSON.stringify(event);
     if (channel.readyState === "open") channel.send(text);
-    else if (channel.readyState === "connecting") this._outbox.push(text);
-    else return false;
+    else if (channel.readyState === "connecting" || this._reconnecting) {
+      this._outbox.push(text);
+      if (this._outbox.length > MAX_OUTBOX) this._outbox.shift();
+    } else return false;
     return true;
   }
 
@@ -255,6 +389,9 @@ export class WebRTCTransport {
   async _close(keepalive) {
     this._closed = true;
     clearTimeout(this._recoveryTimer);
+    this._resumeAbort?.abort();
+    globalThis.removeEventListener?.("online", this._onOnline);
+    globalThis.removeEventListener?.("offline", this._onOffline);
     this._failSetup?.(new Aborted());
     const pc = this.peerConnection;
     const channel = this._channel;

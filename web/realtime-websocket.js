@@ -16,10 +16,14 @@
  *   agent's item is truncated to what this browser actually played (`conversation.item.truncate`),
  *   when that is less than what OpenAI assumed.
  * - Closing the socket is the hang-up.
+ * - Reconnect: `relay.call` brings the call's resume token. A socket that dies without a close from
+ *   the relay (code other than 1000/1001) is replaced by a new one on `/v1/realtime/calls/{id}/resume`
+ *   (subprotocol `relay-resume.<token>`), retried with a bounded backoff for `reconnectTimeoutMs`; the
+ *   audio graph stays, the relay sends `relay.call` then the events it kept meanwhile.
  */
 import { Aborted, ErrorCode, RealtimeClientError } from "./realtime-errors.js";
 import { absoluteUrl } from "./realtime-session.js";
-import { parseServerEvent } from "./realtime-transport.js";
+import { parseServerEvent, retryUntil } from "./realtime-transport.js";
 
 const WIRE_RATE = 24000;
 const WORKLET_URL = new URL("./realtime-audio-worklet.js", import.meta.url).href;
@@ -28,6 +32,8 @@ const PLAYOUT_TARGET_MS = 80;
 const PLAYOUT_MAX_MS = 300;
 /** After OpenAI cleared its output, how long to wait for its own truncation before sending ours. */
 const TRUNCATE_WAIT_MS = 1000;
+const RESUME_ATTEMPT_MS = 3000;
+const MAX_OUTBOX = 1000;
 const PROXY_ADVICE =
   "A proxy or firewall may block WebSockets to the relay: ask your administrator to allow " +
   "WebSocket (Upgrade) requests to this site, or open /check for a full diagnosis.";
@@ -37,6 +43,13 @@ export function socketUrl(callsUrl, override) {
   const url = new URL(override || callsUrl.replace(/\/calls\/?$/, "/ws"), absoluteUrl(callsUrl));
   if (url.protocol === "http:") url.protocol = "ws:";
   else if (url.protocol === "https:") url.protocol = "wss:";
+  return url.href;
+}
+
+/** `/v1/realtime/calls` -> `/v1/realtime/calls/{callId}/resume` (ws[s]). */
+export function resumeSocketUrl(callsUrl, callId) {
+  const url = new URL(`${callsUrl.replace(/\/+$/, "")}/${encodeURIComponent(callId)}/resume`, absoluteUrl(callsUrl));
+  url.protocol = url.protocol === "http:" ? "ws:" : url.protocol === "https:" ? "wss:" : url.protocol;
   return url.href;
 }
 
@@ -84,6 +97,8 @@ export class WebSocketTransport {
     this._remote = null;
     this._setUp = null;
     this._lastError = null;
+    this._resume = null; // {callsUrl, callId, token, timeoutMs}
+    this._reconnecting = null;
   }
 
   isSupported() {
@@ -102,6 +117,7 @@ export class WebSocketTransport {
 
   async _start({ url, token, stream, options, events }) {
     this._events = events;
+    this._resume = { callsUrl: url, callId: null, token: null, timeoutMs: options.reconnectTimeoutMs || 0 };
     await this._startAudio(stream);
     this._throwIfClosed();
     const protocols = ["realtime", ...(token ? [`openai-insecure-api-key.${token}`] : [])];
@@ -172,7 +188,7 @@ export class WebSocketTransport {
         resolve();
       };
       ws.addEventListener("message", (event) => this._onMessage(event.data));
-      ws.addEventListener("close", (event) => this._onClose(event));
+      ws.addEventListener("close", (event) => ws === this._ws && this._onClose(event));
       ws.addEventListener("error", () => {}); // a close event follows
     });
   }
@@ -198,6 +214,8 @@ export class WebSocketTransport {
   _beforeOpen(event) {
     if (event.type === "relay.call") {
       this._open = true;
+      this._resume.callId = event.call_id || null;
+      this._resume.token = event.resume_token || null;
       if (event.call_id) this._emit("onCallId", event.call_id);
       this._emit("onRemoteAudio", this._remote);
       this._emit("onOpen");
@@ -231,12 +249,64 @@ export class WebSocketTransport {
       );
       return;
     }
-    this._emit("onEnd", event.code === 1000 || event.code === 1001 ? ErrorCode.CALL_ENDED : ErrorCode.CONNECTION_LOST);
+    const clean = event.code === 1000 || event.code === 1001;
+    if (!clean && this._resume.token && this._resume.callId && this._resume.timeoutMs > 0) {
+      this._reconnecting = this._reconnect();
+      return;
+    }
+    this._emit("onEnd", clean ? ErrorCode.CALL_ENDED : ErrorCode.CONNECTION_LOST);
+  }
+
+  /** New sockets on the same call until one carries it, or `reconnectTimeoutMs` is over. */
+  async _reconnect() {
+    this._emit("onReconnecting");
+    const deadline = Date.now() + this._resume.timeoutMs;
+    const attempt = async (until) =>
+      (await this._resumeOnce(Math.min(RESUME_ATTEMPT_MS, until - Date.now()))) ? "resumed" : "retry";
+    const outcome = await retryUntil(deadline, attempt, () => this._closed);
+    this._reconnecting = null;
+    if (outcome === "resumed") {
+      for (const text of this._outbox.splice(0)) this._ws.send(text);
+      this._emit("onReconnected");
+    } else {
+      this._emit("onEnd", ErrorCode.CONNECTION_LOST);
+    }
+  }
+
+  /** One new socket: resolves true once the relay's `relay.call` says it carries the call. */
+  _resumeOnce(timeoutMs) {
+    const { callsUrl, callId, token } = this._resume;
+    return new Promise((resolve) => {
+      let ws;
+      try {
+        ws = new WebSocket(resumeSocketUrl(callsUrl, callId), ["realtime", `relay-resume.${token}`]);
+      } catch {
+        resolve(false);
+        return;
+      }
+      ws.binaryType = "arraybuffer";
+      const done = (ok) => {
+        clearTimeout(timer);
+        if (!ok && ws !== this._ws) ws.close();
+        resolve(ok);
+      };
+      const timer = setTimeout(() => done(false), timeoutMs);
+      ws.addEventListener("message", (event) => {
+        if (ws === this._ws) return this._onMessage(event.data);
+        const first = typeof event.data === "string" ? parseServerEvent(event.data) : null;
+        if (first?.type === "relay.call" && !this._closed) {
+          this._ws = ws;
+          done(true);
+        } else done(false);
+      });
+      ws.addEventListener("close", (event) => (ws === this._ws ? this._onClose(event) : done(false)));
+      ws.addEventListener("error", () => {}); // a close event follows
+    });
   }
 
   _sendAudio(buffer) {
     const ws = this._ws;
-    if (!ws || ws.readyState !== WebSocket.OPEN || this._closed) return;
+    if (!ws || ws.readyState !== WebSocket.OPEN || this._closed || this._reconnecting) return;
     // A socket that cannot keep up (more than ~1 s queued) loses microphone audio, not latency.
     if (ws.bufferedAmount > WIRE_RATE * 2) return;
     ws.send(buffer);
@@ -288,10 +358,16 @@ export class WebSocketTransport {
     const ws = this._ws;
     if (this._closed) return false;
     const text = JSON.stringify(event);
-    if (ws && this._open && ws.readyState === WebSocket.OPEN) ws.send(text);
-    else if (!ws || ws.readyState === WebSocket.CONNECTING || (!this._open && ws.readyState === WebSocket.OPEN))
+    if (ws && this._open && !this._reconnecting && ws.readyState === WebSocket.OPEN) ws.send(text);
+    else if (
+      !ws ||
+      this._reconnecting ||
+      ws.readyState === WebSocket.CONNECTING ||
+      (!this._open && ws.readyState === WebSocket.OPEN)
+    ) {
       this._outbox.push(text);
-    else return false;
+      if (this._outbox.length > MAX_OUTBOX) this._outbox.shift();
+    } else return false;
     return true;
   }
 

@@ -21,6 +21,8 @@ export interface UseWebRTCReturn {
   clearTranscripts: () => void;
   // Beyond the original API:
   isConnecting: boolean;
+  /** The connection failed and the client is reconnecting to the same call. */
+  isReconnecting: boolean;
   isSpeaking: boolean;
   isAgentSpeaking: boolean;
   status: RealtimeClientState["status"];

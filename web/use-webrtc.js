@@ -64,6 +64,8 @@ export function useWebRTC(options = {}) {
     clearTranscripts,
     // Beyond the original API:
     isConnecting: state.isConnecting,
+    // "reconnecting" in `status` too; `isConnected` stays true meanwhile.
+    isReconnecting: state.isReconnecting,
     isSpeaking: state.isSpeaking,
     isAgentSpeaking: state.isAgentSpeaking,
     status: state.status,

@@ -12,7 +12,9 @@ One socket carries the whole call:
   same checks and policy) as a WebRTC data channel. Once the call is set up the relay
   says so with its own event ``{"type": "relay.call", "call_id", "transport"}``.
 
-The socket closing is the caller hanging up; aiohttp's heartbeat finds a dead one."""
+A close frame from the browser is the caller hanging up; a socket that dies without
+one (aiohttp's heartbeat finds a dead one, the connection resets) is a caller lost
+(``caller_dropped``), whom the call waits for (:mod:`relay.caller.resume`)."""
 
 from __future__ import annotations
 
@@ -41,6 +43,8 @@ FRAME_SECS = CANONICAL_FRAME_SAMPLES / CANONICAL_RATE
 MAX_AGENT_FRAMES = 10
 #: Events queued for a browser that does not read (then the oldest is dropped).
 MAX_EVENTS = 10_000
+#: Close codes of a socket that died rather than closed (no close frame from the peer).
+ABNORMAL_CLOSE_CODES = frozenset({None, 1006})
 #: The largest binary frame taken from a browser: 100 ms of 24 kHz PCM16.
 MAX_AUDIO_BYTES = CANONICAL_RATE // 10 * 2
 
@@ -148,6 +152,7 @@ class WebSocketCallerLeg:
         self._audio: CallerAudio | None = None
         self._closed = False
         self._writer: asyncio.Task[None] | None = None
+        self._done = asyncio.Event()
         self.frames_sent = 0
         self.bad_frames = 0
 
@@ -170,9 +175,12 @@ class WebSocketCallerLeg:
         self.channel.open()
         return ""
 
-    def announce(self) -> None:
-        """Tell the browser the call is up (after set-up): ``relay.call``."""
+    def announce(self, resume_token: str | None = None) -> None:
+        """Tell the browser the call is up (after set-up): ``relay.call``, with the
+        call's resume token the first time (only the caller's socket carries it)."""
         hello = {"type": "relay.call", "call_id": self.call_id, "transport": self.transport}
+        if resume_token is not None:
+            hello["resume_token"] = resume_token
         self.channel.send(json.dumps(hello))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -184,21 +192,28 @@ class WebSocketCallerLeg:
     # -- caller to relay ---------------------------------------------------------------
 
     async def _read(self) -> None:
+        outcome = "caller_closed"
         try:
             async for message in self.ws:
                 if message.type == WSMsgType.BINARY:
                     self._on_audio(message.data)
                 elif message.type == WSMsgType.TEXT:
                     self.channel.received(message.data)
-        except Exception as exc:  # a broken socket is a caller gone, like a close
+            outcome = self._outcome()
+        except Exception as exc:  # a broken socket is a caller lost
             logger.info("caller socket failed: %r", exc)
-        self._ended("caller_closed")
+            outcome = "caller_dropped"
+        self._ended(outcome)
 
     def _on_audio(self, data: bytes) -> None:
         if self._audio is None or not data or len(data) % 2 or len(data) > MAX_AUDIO_BYTES:
             self.bad_frames += 1
             return
         self._audio.on_pcm(np.frombuffer(data, dtype="<i2").astype(np.int16))
+
+    def _outcome(self) -> str:
+        """How the socket ended: a close frame (hang-up) or not (a caller lost)."""
+        return "caller_dropped" if self.ws.close_code in ABNORMAL_CLOSE_CODES else "caller_closed"
 
     def _ended(self, outcome: str) -> None:
         if not self._closed and self.on_ended is not None:
@@ -233,7 +248,7 @@ class WebSocketCallerLeg:
                 else:
                     await self.ws.send_bytes(data)
         except (ConnectionError, RuntimeError):  # closing, or closed under us
-            self._ended("caller_closed")
+            self._ended(self._outcome())
             return False
         return True
 
@@ -303,3 +318,7 @@ class WebSocketCallerLeg:
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.ws.close()
+        self._done.set()
+
+    async def wait_closed(self) -> None:
+        await self._done.wait()

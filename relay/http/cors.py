@@ -6,7 +6,7 @@ from aiohttp import web
 
 from .errors import Handler
 
-EXPOSED = "Location, Retry-After"
+EXPOSED = "Location, Retry-After, X-Relay-Resume-Token"
 METHODS = "GET, POST, OPTIONS"
 
 

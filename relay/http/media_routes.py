@@ -6,6 +6,12 @@ work from where the browser is.
   ``POST /v1/realtime/calls``: the client secret as the WebSocket subprotocol
   ``openai-insecure-api-key.<secret>`` next to ``realtime`` (what OpenAI's own browser
   WebSocket does), or ``Authorization: Bearer`` from a server. Never logged.
+* ``POST /v1/realtime/calls/{call_id}/resume``: the caller's next leg of a call whose
+  connection failed (:mod:`relay.caller.resume`), authorised by the call's resume token
+  alone (header ``X-Relay-Resume-Token``; a WebSocket: subprotocol
+  ``relay-resume.<token>`` next to ``realtime``): an SDP offer in, ``201`` and the SDP
+  answer out; or, opened as a WebSocket, the call continues on that socket. A wrong
+  token is a 401 (``invalid_resume_token``), an ended call a 404 (``call_not_found``).
 * ``GET /check`` (the page) and ``GET /api/check`` (the relay's ICE and TLS facts;
   opened as a WebSocket, an echo the page times its round trips on), and
   ``POST /api/check/webrtc`` answers an SDP offer with a data channel that echoes (the
@@ -26,9 +32,13 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from .. import aiortc_patches
 from ..auth import bearer_token
+from ..call import Call
 from ..caller.leg import CallerLeg, CallRequest
+from ..caller.resume import RESUME_HEADER, RESUME_PROTOCOL
 from ..caller.websocket import MAX_AUDIO_BYTES, WebSocketCallerLeg
-from ..errors import InvalidRequest, Overloaded, RelayError, Unauthorized
+from ..config import Settings
+from ..errors import InvalidRequest, NotFound, Overloaded, RelayError, Unauthorized
+from ..events import error_event
 from ..ops.components import DEFAULT_WEB_ROOT
 from ..policy import DENIED, PolicyDenied, split_policy
 from ..sdp import validate_offer
@@ -36,15 +46,17 @@ from ..upstream.session_config import complete_session
 from .files import file_response
 from .realtime_routes import (
     _printable,
+    _read_offer,
     admit_call,
     authorise_call,
 )
 from .shard_routes import register_call
-from .state import ICE, SETTINGS
+from .state import ICE, REGISTRY, SETTINGS
 
 logger = logging.getLogger(__name__)
 
 SOCKET_PATH = "/v1/realtime/ws"
+RESUME_PATH = "/v1/realtime/calls/{call_id}/resume"
 KEY_PROTOCOL = "openai-insecure-api-key."
 #: The echo socket of the check page: a few round trips, then it closes.
 ECHO_MAX_MESSAGES = 50
@@ -61,6 +73,8 @@ def setup_media_routes(app: web.Application) -> None:
     app[CHECK_PCS] = set()
     app.on_shutdown.append(_close_checks)
     app.router.add_get(SOCKET_PATH, realtime_socket)
+    app.router.add_post(RESUME_PATH, resume_call)
+    app.router.add_get(RESUME_PATH, resume_call)
     app.router.add_get("/api/check", check_facts)
     app.router.add_post("/api/check/webrtc", check_webrtc)
     app.router.add_get("/check", check_page)
@@ -94,12 +108,7 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
     """A call over one WebSocket: refused with an HTTP error before the upgrade
     (unauthorised, overloaded), told with an ``error`` event after it."""
     app = request.app
-    settings = app[SETTINGS]
-    ws = web.WebSocketResponse(
-        protocols=("realtime",),
-        heartbeat=settings.media_timeout_secs,
-        max_msg_size=max(settings.max_event_bytes + 64 * 1024, MAX_AUDIO_BYTES),
-    )
+    ws = _call_socket(app[SETTINGS])
     if not ws.can_prepare(request).ok:
         raise InvalidRequest(
             f"{SOCKET_PATH} is a WebSocket: open it with an Upgrade request.",
@@ -117,7 +126,7 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
             except PolicyDenied as denied:
                 raise InvalidRequest(denied.message, code=DENIED, param="model") from None
         session = {**session, "model": model}
-    session = complete_session(session, settings.openai_model)
+    session = complete_session(session, app[SETTINGS].openai_model)
     call = admit_call(keyed, caller, policy)  # as POST /v1/realtime/calls does
     await register_call(request.app, call)  # with a call directory: this node owns it
     try:
@@ -144,8 +153,76 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
         await call.start(call_request)
     except RelayError:
         return ws  # the caller was sent the error event; the call closed the socket
-    legs[0].announce()
-    await call.wait_closed()
+    legs[0].announce(call.grace.token)
+    await legs[0].wait_closed()  # the call's end, or the leg lost and replaced
+    return ws
+
+
+def _call_socket(settings: Settings) -> web.WebSocketResponse:
+    return web.WebSocketResponse(
+        protocols=("realtime",),
+        heartbeat=settings.media_timeout_secs,
+        max_msg_size=max(settings.max_event_bytes + 64 * 1024, MAX_AUDIO_BYTES),
+    )
+
+
+def _resume_token(request: web.Request) -> str | None:
+    for protocol in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        protocol = protocol.strip()
+        if protocol.startswith(RESUME_PROTOCOL) and len(protocol) > len(RESUME_PROTOCOL):
+            return protocol[len(RESUME_PROTOCOL) :]
+    return request.headers.get(RESUME_HEADER)
+
+
+async def resume_call(request: web.Request) -> web.StreamResponse:
+    """A new caller leg for a call whose caller was lost (see the module's docstring)."""
+    ws = _call_socket(request.app[SETTINGS])
+    socket = ws.can_prepare(request).ok
+    if request.method == "GET" and not socket:
+        raise InvalidRequest(
+            "GET resumes over a WebSocket: open it with an Upgrade request, or POST an offer.",
+            code="websocket_required",
+        )
+    call = request.app[REGISTRY].get_call(request.match_info["call_id"])
+    if call is None:
+        raise NotFound("No call found with that id.", code="call_not_found", param="call_id")
+    token = _resume_token(request)
+    if token is None or not call.grace.matches(token):
+        raise Unauthorized(
+            "Missing or wrong resume token: send the X-Relay-Resume-Token the call was "
+            "created with.",
+            code="invalid_resume_token",
+        )
+    if socket:
+        return await _resume_socket(request, ws, call)
+    offer, _ = await _read_offer(request, request.app[SETTINGS].max_sdp_bytes)
+    answer = await call.resume(offer)
+    return web.Response(
+        status=201,
+        text=answer,
+        content_type="application/sdp",
+        headers={"Location": f"/v1/realtime/calls/{call.id}"},
+    )
+
+
+async def _resume_socket(
+    request: web.Request, ws: web.WebSocketResponse, call: Call
+) -> web.WebSocketResponse:
+    await ws.prepare(request)
+    legs: list[WebSocketCallerLeg] = []
+
+    def leg(on_ended: Callable[[str], None]) -> CallerLeg:
+        legs.append(WebSocketCallerLeg(ws, call_id=call.id, on_ended=on_ended))
+        legs[-1].announce()  # first on the socket, before the events kept for it
+        return legs[-1]
+
+    try:
+        await call.resume("", leg)
+    except RelayError as exc:
+        await ws.send_str(error_event(exc.code or "call_not_found", exc.message))
+        await ws.close()
+        return ws
+    await legs[0].wait_closed()
     return ws
 
 

@@ -22,6 +22,7 @@ from ..auth import (
 )
 from ..call import Call
 from ..caller.leg import CallRequest
+from ..caller.resume import RESUME_HEADER
 from ..emulator.errors import ApiError
 from ..emulator.session_config import validate_ga_session
 from ..emulator.session_schema import GA_CLIENT_SECRET_REQUEST
@@ -208,7 +209,8 @@ async def create_call(request: web.Request) -> web.Response:
         status=201,
         text=answer,
         content_type="application/sdp",
-        headers={"Location": f"/v1/realtime/calls/{call.id}"},
+        # Only the caller gets the resume token (relay.caller.resume); never logged.
+        headers={"Location": f"/v1/realtime/calls/{call.id}", RESUME_HEADER: call.grace.token},
     )
 
 

@@ -26,6 +26,8 @@ OUTCOMES: Final = (
     "caller_closed",  # the browser closed its peer connection
     "caller_failed",  # the browser's leg failed (ICE, DTLS)
     "caller_media_timeout",  # no caller audio for media_timeout_secs (a closed tab)
+    "caller_dropped",  # the browser's WebSocket died without a close (grace 0)
+    "caller_lost",  # the caller's connection failed and it did not resume within the grace
     "upstream_closed",
     "upstream_failed",
     "upstream_session_ended",  # OpenAI closed the data channel (e.g. max duration)

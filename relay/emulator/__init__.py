@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from .app import create_emulator_app
     from .appstate import KEYS, SESSIONS, SETTINGS
     from .capture import ReceivedAudio
+    from .core import EmulatedSession
     from .registry import CallRegistry
     from .session import EmulatedCall
     from .settings import EmulatorSettings
@@ -61,6 +62,7 @@ _EXPORTS = {
     "ReceivedAudio": "capture",
     "CallRegistry": "registry",
     "EmulatedCall": "session",
+    "EmulatedSession": "core",
     "EmulatorSettings": "settings",
 }
 
@@ -70,6 +72,7 @@ __all__ = [
     "SETTINGS",
     "CallRegistry",
     "EmulatedCall",
+    "EmulatedSession",
     "EmulatorSettings",
     "ReceivedAudio",
     "create_emulator_app",

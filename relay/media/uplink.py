@@ -1,7 +1,8 @@
 """The caller's audio path, packet by packet as it arrives:
 
 Opus -> 48 kHz mono -> noise suppression -> 24 kHz mono canonical PCM -> the taps, and
--> Opus (24 kHz) -> the uplink track to OpenAI.
+-> Opus (24 kHz) -> the uplink track to OpenAI (or, for a WebSocket upstream, the
+canonical PCM frames themselves: :meth:`UplinkTrack.push_pcm`, no encode).
 
 A caller leg that carries PCM instead (the WebSocket leg: 24 kHz mono int16) enters the
 same path at :meth:`CallerAudio.on_pcm`: 24 kHz -> 48 kHz -> noise suppression -> the
@@ -126,6 +127,9 @@ class CallerAudio:
         return pcm[:whole]
 
     def _forward_packet(self, payload: bytes, pcm: np.ndarray, wallclock: float) -> None:
+        if self._uplink.wants_pcm:  # an upstream that takes PCM: no Opus at all
+            self._emit(self._resampler.push(pcm), wallclock)
+            return
         self._uplink.push(payload, self._out_pts)
         self._out_pts += pcm.size * OPUS_CLOCK // self._rate
         for frame in self._resampler.push(pcm):
@@ -140,6 +144,9 @@ class CallerAudio:
         """Canonical 20 ms frames to the taps and, encoded, to OpenAI."""
         for frame in frames:
             self._tap(frame, wallclock)
+            if self._uplink.wants_pcm:
+                self._uplink.push_pcm(frame)
+                continue
             self._uplink.push(self._encoder.encode(frame), self._out_pts)
             self._out_pts += CANONICAL_FRAME_SAMPLES * OPUS_CLOCK // CANONICAL_RATE
 

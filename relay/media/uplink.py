@@ -26,7 +26,7 @@ import numpy as np
 
 from ..taps import CANONICAL_FRAME_SAMPLES, CANONICAL_RATE
 from .denoise import Denoiser
-from .opus import OPUS_CLOCK, RTP_WRAP, Opus24kEncoder, OpusDecoder
+from .opus import FRAME_TICKS, OPUS_CLOCK, RTP_WRAP, Opus24kEncoder, OpusDecoder
 from .pcm import To24kMono, resampler_to
 from .timing import FrameTimes
 from .tracks import UplinkTrack
@@ -37,6 +37,7 @@ CanonicalSink = Callable[[np.ndarray, float], None]
 """Receives each canonical 20 ms frame and the wall-clock time of its first sample."""
 
 _MAX_GAP = OPUS_CLOCK * 10  # a timestamp jump beyond 10 s is a new stream, not loss
+_MAX_PCM_GAP_FRAMES = 10
 
 
 class CallerAudio:
@@ -152,10 +153,15 @@ class CallerAudio:
 
     def _skip_lost_audio(self, rtp_timestamp: int, duration: int) -> None:
         """A jump in the caller's timestamps is lost packets: keep it as a gap upstream,
-        so OpenAI's receiver conceals it where it happened."""
+        so OpenAI's receiver conceals it where it happened (an upstream that takes PCM
+        gets the gap as silence, up to 200 ms, so its timeline stays the caller's)."""
         if self._next_ts is not None:
             gap = (rtp_timestamp - self._next_ts) % RTP_WRAP
             if 0 < gap < _MAX_GAP:
                 self._out_pts += gap
                 self.loss_gaps += 1
+                if self._uplink.wants_pcm:
+                    silence = np.zeros(CANONICAL_FRAME_SAMPLES, dtype=np.int16)
+                    for _ in range(min(gap // FRAME_TICKS, _MAX_PCM_GAP_FRAMES)):
+                        self._uplink.push_pcm(silence)
         self._next_ts = (rtp_timestamp + duration) % RTP_WRAP

@@ -176,3 +176,26 @@ async def test_upstream_session_end_reaches_the_browser(start_relay: RelayFactor
         ended = await client.wait_for("error", timeout=5, after=client.types().index("error") + 1)
         assert ended["error"]["code"] == "upstream_session_ended"
         await _eventually(lambda: relay.registry.get(call_id) is None, 5)
+
+
+async def test_websocket_on_both_legs(relay: RelayUnderTest, speech_48k: np.ndarray) -> None:
+    """A caller on the relay's WebSocket and the relay on OpenAI's: the whole call over
+    HTTPS-only networks on both sides; a spoken turn, its transcript and the agent's
+    audio, and a barge-in that truncates."""
+    from test_ws_caller import WS_PATH, speak_a_turn, to_24k_frames, ws_call
+
+    async with ws_call(relay.http, relay.url(WS_PATH)) as caller:
+        await caller.wait_for("session.created", timeout=10)
+        await speak_a_turn(caller, speech_48k)
+        await caller.wait_for("output_audio_buffer.started", timeout=20)
+        await caller.wait_for("output_audio_buffer.stopped", timeout=30)
+        assert len(caller.loud_frames()) > 25, "the agent's audio did not reach the caller"
+        before = len(caller.events)
+        caller.send({"type": "response.create", "response": {"instructions": LONG_ANSWER}})
+        await caller.wait_for("output_audio_buffer.started", timeout=20, after=before)
+        await asyncio.sleep(1.0)
+        caller.play(to_24k_frames(speech_48k))  # barge in
+        await caller.wait_for("output_audio_buffer.cleared", timeout=10, after=before)
+        truncated = await caller.wait_for("conversation.item.truncated", timeout=10, after=before)
+    assert truncated["audio_end_ms"] >= 500
+    assert "response.output_audio.delta" not in caller.types()

@@ -199,3 +199,11 @@ async def test_websocket_on_both_legs(relay: RelayUnderTest, speech_48k: np.ndar
         truncated = await caller.wait_for("conversation.item.truncated", timeout=10, after=before)
     assert truncated["audio_end_ms"] >= 500
     assert "response.output_audio.delta" not in caller.types()
+
+
+def test_websocket_upstream_needs_the_ga_dialect() -> None:
+    from relay.config import Settings, check
+
+    problems = check(Settings(upstream_transport="websocket", openai_dialect="beta"))
+    assert any("RELAY_UPSTREAM_TRANSPORT" in p for p in problems)
+    assert not check(Settings(upstream_transport="websocket"))

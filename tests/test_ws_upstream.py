@@ -16,7 +16,12 @@ from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter
 from relay_fixtures import RelayFactory, RelayUnderTest
 from support import PacedAudioSource, RealtimeClient, realtime_client, rms_dbfs
-from test_relay_calls import TURN_EVENTS_IN_ORDER, call_relay, in_order
+from test_relay_calls import (
+    TURN_EVENTS_IN_ORDER,
+    call_relay,
+    in_order,
+    speak_a_transcribed_turn,
+)
 
 from relay.call import Call
 from relay.config import EmulatorSettings
@@ -57,21 +62,7 @@ async def test_spoken_turn_over_websocket_upstream(
         assert client.types()[0] == "session.created"
         emulated = await _emulated(relay)
         assert created["session"]["id"] == emulated.session_id
-        client.send(
-            {
-                "type": "session.update",
-                "session": {
-                    "type": "realtime",
-                    "audio": {"input": {"transcription": {"model": "whisper-1"}}},
-                },
-            }
-        )
-        await client.wait_for("session.updated")
-        client.source.play(speech_48k)
-        transcript = await client.wait_for(
-            "conversation.item.input_audio_transcription.completed", timeout=20
-        )
-        assert transcript["transcript"]
+        await speak_a_transcribed_turn(client, speech_48k)
         await client.wait_for("output_audio_buffer.stopped", timeout=30)
         types = client.types()
         assert in_order(types, TURN_EVENTS_IN_ORDER), types

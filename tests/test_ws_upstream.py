@@ -198,3 +198,36 @@ def test_websocket_upstream_needs_the_ga_dialect() -> None:
     problems = check(Settings(upstream_transport="websocket", openai_dialect="beta"))
     assert any("RELAY_UPSTREAM_TRANSPORT" in p for p in problems)
     assert not check(Settings(upstream_transport="websocket"))
+
+
+def test_playout_reports_what_it_played() -> None:
+    """The paced player, driven frame by frame: ``started`` with the first frame of a
+    response, ``stopped`` after its last, and a clear returns exactly what was sent."""
+    from relay.upstream.playout import AgentPlayout
+
+    packets: list[tuple[bytes, int]] = []
+    events: list[tuple[str, str]] = []
+    playout = AgentPlayout(
+        lambda p, ts: packets.append((p, ts)), lambda k, r: events.append((k, r))
+    )
+    tone = (np.sin(np.arange(24000) / 24000 * 2 * np.pi * 440) * 8000).astype(np.int16)
+    playout.play_one()  # idle: silence, no event
+    assert events == []
+    playout.add("resp_1", "item_1", tone[:12000])  # 500 ms
+    playout.add("resp_1", "item_1", tone[12000:])  # and 500 ms more
+    playout.end("resp_1")
+    for _ in range(49):
+        playout.play_one()
+    assert events == [("started", "resp_1")]
+    playout.play_one()  # the 50th frame: the last of the response
+    assert events == [("started", "resp_1"), ("stopped", "resp_1")]
+    playout.add("resp_2", "item_2", tone)
+    for _ in range(12):
+        playout.play_one()
+    (cut,) = playout.clear()
+    assert (cut.response_id, cut.item_id, cut.played_ms) == ("resp_2", "item_2", 240)
+    assert events[-1] == ("cleared", "resp_2")
+    playout.add("resp_2", "item_2", tone)  # late audio of a cleared response: dropped
+    assert not playout.playing
+    timestamps = [ts for _, ts in packets]
+    assert timestamps == [i * 960 for i in range(len(packets))]  # 48 kHz RTP clock, no gaps

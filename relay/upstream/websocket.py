@@ -330,8 +330,9 @@ class WebSocketUpstreamLeg:
 
 def _setup_error(error: Mapping[str, Any]) -> Exception:
     code = error.get("code")
-    message = redact(str(error.get("message") or "OpenAI refused the session."))
-    if code == "invalid_api_key" or error.get("message", "").startswith("Missing bearer"):
+    text = str(error.get("message") or "")
+    message = redact(text or "OpenAI refused the session.")
+    if code == "invalid_api_key" or text.startswith("Missing bearer"):
         return UpstreamAuthError(
             "OpenAI rejected the relay's credentials; check the relay's OPENAI_API_KEY."
         )

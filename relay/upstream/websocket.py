@@ -189,7 +189,9 @@ class WebSocketUpstreamLeg:
                 self._ready.set_exception(UpstreamError(f"OpenAI's WebSocket {reason}."))
             if self.active:
                 self.active = self._live = False
-                self._on_ended("upstream_session_ended")
+                # A close frame is OpenAI ending the session; none (1006) is a lost link.
+                clean = ws.close_code not in (None, aiohttp.WSCloseCode.ABNORMAL_CLOSURE)
+                self._on_ended("upstream_session_ended" if clean else "upstream_failed")
 
     async def _write(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while (text := await self._outgoing.get()) is not None:

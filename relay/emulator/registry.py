@@ -1,4 +1,5 @@
-"""Every emulated call of one app: live ones, and recently ended ones for tests."""
+"""Every emulated session of one app (WebRTC calls and WebSocket sessions): live ones,
+and recently ended ones for tests."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ KEEP_ENDED_CALLS = 16
 class CallRegistry:
     """``app[SESSIONS]``: the emulator's calls.
 
-    * ``active``: live calls by call id (``rtc_...``);
+    * ``active``: live sessions by id (a WebRTC call's ``rtc_...``, a WebSocket
+      session's ``sess_...``); each says its ``transport``;
     * ``calls()``: every live call and the last ``KEEP_ENDED_CALLS`` ended ones, oldest
       first; an ended call's ``received`` audio and event logs stay readable;
     * ``await wait_for_call(n)``: the n-th call ever created (1-based), once it exists.

@@ -212,6 +212,7 @@ class UpstreamLeg:
     def snapshot(self) -> dict[str, Any]:
         pc = self.pc
         return {
+            "transport": self.transport,
             "connection_state": pc.connectionState,
             "ice_connection_state": pc.iceConnectionState,
             "selected_pair": aiortc_patches.selected_pair(pc),

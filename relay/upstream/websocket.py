@@ -297,6 +297,8 @@ class WebSocketUpstreamLeg:
         return {
             "transport": self.transport,
             "connection_state": "connected" if self.active and not closed else "closed",
+            "ice_connection_state": None,  # the WebRTC leg's keys, so the shape is one
+            "selected_pair": None,
             "session_id": self.call_id,
             "truncations": self.truncations,
         }

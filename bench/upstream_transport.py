@@ -47,6 +47,7 @@ from bench.runinfo import machine_lines
 TRANSPORTS = ("webrtc", "websocket")
 WARMUP_S = 4.0
 LATENCY_VARIANTS = ("direct", "relay-off", "relay-off-ws")
+ADMIN = "bench-admin-" + secrets.token_hex(8)
 
 
 @dataclass
@@ -56,6 +57,9 @@ class CpuPoint:
     relay_cpu_pct: float | None = None
     up_per_call_s: float = 0.0
     down_per_call_s: float = 0.0
+    #: What the relay itself says it sent, per call-second: to OpenAI, to the callers.
+    relay_up_per_call_s: float = 0.0
+    relay_down_per_call_s: float = 0.0
     failed: int = 0
     error: str | None = None
 
@@ -101,6 +105,7 @@ class Bench:
             RELAY_PORT=str(port),
             RELAY_NOISE_SUPPRESSION="webrtc",
             RELAY_WORKERS="1",
+            RELAY_ADMIN_TOKEN=ADMIN,
             # admission by loop load is not what is measured here (a shared machine)
             RELAY_MAX_LOOP_LOAD="0",
             RELAY_MAX_LOOP_LAG_MS="2000",
@@ -109,6 +114,14 @@ class Bench:
         return Proc(
             f"relay-{transport}", argv, env, self.logdir / f"relay-{transport}.log", RELAY_CORE
         )
+
+    async def _relay_frames(self, base: str) -> tuple[int, int]:
+        """Frames the relay sent upstream and to the callers, over its live calls."""
+        headers = {"Authorization": f"Bearer {ADMIN}"}
+        async with self.http.get(f"{base}/api/calls", headers=headers) as response:
+            calls = (await response.json())["data"]
+        up = sum(c["audio"]["upstream_frames_out"] for c in calls)
+        return up, sum(c["audio"]["caller_frames_out"] for c in calls)
 
     async def cpu_point(self, transport: str, calls: int, seconds: float) -> CpuPoint:
         point = CpuPoint(transport, calls)
@@ -130,9 +143,13 @@ class Bench:
             await asyncio.sleep(WARMUP_S)
             sent0 = sum(c.sent for c in callers)
             got0 = sum(c.counter.packets for c in callers)
+            relay0 = await self._relay_frames(base)
             cpu0, t0 = relay.cpu_seconds(), time.monotonic()
             await asyncio.sleep(seconds)
             cpu1, elapsed = relay.cpu_seconds(), time.monotonic() - t0
+            relay1 = await self._relay_frames(base)
+            point.relay_up_per_call_s = (relay1[0] - relay0[0]) / elapsed / calls
+            point.relay_down_per_call_s = (relay1[1] - relay0[1]) / elapsed / calls
             point.up_per_call_s = (sum(c.sent for c in callers) - sent0) / elapsed / calls
             point.down_per_call_s = (
                 (sum(c.counter.packets for c in callers) - got0) / elapsed / calls
@@ -153,9 +170,10 @@ class Bench:
 def cpu_table(points: list[CpuPoint]) -> str:
     lines = [
         "relay CPU (% of one core, over the window) with N calls of real speech, "
-        "noise suppression webrtc",
+        "noise suppression webrtc; frames per call-second (nominal 50): sent by the callers, "
+        "sent upstream by the relay, sent to the callers by the relay, received by them",
         f"{'transport':<11}{'calls':>6}{'relay %':>9}{'per call %':>12}"
-        f"{'up pkt/s':>10}{'down pkt/s':>12}{'ended':>7}",
+        f"{'up sent':>9}{'up relay':>10}{'down relay':>12}{'down recv':>11}{'ended':>7}",
     ]
     for p in points:
         if p.error:
@@ -164,8 +182,9 @@ def cpu_table(points: list[CpuPoint]) -> str:
         cpu = f"{p.relay_cpu_pct:.1f}" if p.relay_cpu_pct is not None else "-"
         per = f"{p.per_call_pct:.2f}" if p.per_call_pct is not None else "-"
         lines.append(
-            f"{p.transport:<11}{p.calls:>6}{cpu:>9}{per:>12}"
-            f"{p.up_per_call_s:>10.1f}{p.down_per_call_s:>12.1f}{p.failed:>7}"
+            f"{p.transport:<11}{p.calls:>6}{cpu:>9}{per:>12}{p.up_per_call_s:>9.1f}"
+            f"{p.relay_up_per_call_s:>10.1f}{p.relay_down_per_call_s:>12.1f}"
+            f"{p.down_per_call_s:>11.1f}{p.failed:>7}"
         )
     return "\n".join(lines)
 

@@ -29,7 +29,9 @@ Variants: ``direct``; ``relay-off`` / ``relay-webrtc`` / ``relay-rnnoise``
 (``realtime-relay serve`` with ``RELAY_NOISE_SUPPRESSION``); ``relay-off-tcp`` /
 ``relay-webrtc-tcp``: the same, with the caller's media over ICE-TCP only (an active
 candidate to the relay's passive one on its HTTP port, ``bench/ice_tcp_client.py``;
-the relay <-> probe leg stays UDP), so one run shows both transports; ``stock`` /
+the relay <-> probe leg stays UDP), so one run shows both transports; ``relay-off-ws`` /
+``relay-webrtc-ws``: the relay with ``RELAY_UPSTREAM_TRANSPORT=websocket`` (the probe
+answers OpenAI's WebSocket transport too: ``bench/latency_ws_probe.py``); ``stock`` /
 ``stock-webrtc`` (``bench/stock_relay.py``: stock aiortc, MediaRelay forwarding).
 Everything is on 127.0.0.1, with no STUN/TURN server.
 """

@@ -1,7 +1,9 @@
 """The upstream of ``bench.latency``: a tiny aiohttp server with OpenAI's GA WebRTC
 endpoints (``/v1/realtime/client_secrets``, ``/v1/realtime/calls``, ``.../hangup``)
 whose calls are answered by a :class:`~bench.latency_peers.ProbeCall` (a measurement
-stand-in, not the emulator). On 127.0.0.1, on a free port."""
+stand-in, not the emulator), and its WebSocket transport (``GET /v1/realtime``,
+answered by a :class:`~bench.latency_ws_probe.ProbeSocket`). On 127.0.0.1, on a free
+port."""
 
 from __future__ import annotations
 
@@ -12,15 +14,16 @@ import time
 from aiohttp import web
 
 from bench.latency_peers import ProbeCall
+from bench.latency_ws_probe import ProbeSocket
 
 
 class Probe:
     """A measurement stand-in for OpenAI's GA WebRTC endpoints (not the emulator)."""
 
     def __init__(self) -> None:
-        self.calls: dict[str, ProbeCall] = {}
+        self.calls: dict[str, ProbeCall | ProbeSocket] = {}
         self.requests: list[str] = []
-        self._new_calls: asyncio.Queue[ProbeCall] = asyncio.Queue()
+        self._new_calls: asyncio.Queue[ProbeCall | ProbeSocket] = asyncio.Queue()
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -29,6 +32,7 @@ class Probe:
         app.router.add_post("/v1/realtime/client_secrets", self._client_secret)
         app.router.add_post("/v1/realtime/calls", self._create_call)
         app.router.add_post("/v1/realtime/calls/{call_id}/hangup", self._hangup)
+        app.router.add_get("/v1/realtime", self._websocket)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -46,10 +50,10 @@ class Probe:
         while not self._new_calls.empty():
             self._new_calls.get_nowait()
 
-    async def next_call(self) -> ProbeCall:
+    async def next_call(self) -> ProbeCall | ProbeSocket:
         return await self._new_calls.get()
 
-    def forget(self, call: ProbeCall) -> None:
+    def forget(self, call: ProbeCall | ProbeSocket) -> None:
         self.calls.pop(call.id, None)
 
     async def close_strays(self) -> None:
@@ -89,6 +93,18 @@ class Probe:
             content_type="application/sdp",
             headers={"Location": f"/v1/realtime/calls/{call.id}"},
         )
+
+    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+        self.requests.append("websocket")
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        socket = ProbeSocket(ws)
+        self.calls[socket.id] = socket
+        try:
+            await socket.serve(self._new_calls.put_nowait)
+        finally:
+            await socket.close()
+        return ws
 
     async def _hangup(self, request: web.Request) -> web.Response:
         self.requests.append("hangup")

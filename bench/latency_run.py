@@ -32,6 +32,8 @@ VARIANTS: dict[str, str] = {
     "relay-rnnoise": "realtime-relay, noise suppression rnnoise",
     "relay-off-tcp": "realtime-relay, noise suppression off, caller over ICE-TCP",
     "relay-webrtc-tcp": "realtime-relay, noise suppression webrtc, caller over ICE-TCP",
+    "relay-off-ws": "realtime-relay, noise suppression off, WebSocket upstream",
+    "relay-webrtc-ws": "realtime-relay, noise suppression webrtc, WebSocket upstream",
     "stock": "stock aiortc relay (default jitter buffer, MediaRelay)",
     "stock-webrtc": "stock aiortc relay + livekit APM NS",
 }
@@ -130,7 +132,11 @@ def relay_process(variant: str, probe_url: str, logdir: Path) -> tuple[Proc, int
             RELAY_OPEN="1",
             RELAY_HOST="127.0.0.1",
             RELAY_PORT=str(port),
-            RELAY_NOISE_SUPPRESSION=variant.removeprefix("relay-").removesuffix("-tcp"),
+            RELAY_NOISE_SUPPRESSION=variant.split("-")[1],
+            RELAY_UPSTREAM_TRANSPORT="websocket" if variant.endswith("-ws") else "webrtc",
+            # one call is measured, not admission: a busy shared machine must not refuse it
+            RELAY_MAX_LOOP_LOAD="0",
+            RELAY_MAX_LOOP_LAG_MS="2000",
         )
         script = Path(sys.executable).parent / "realtime-relay"  # the venv's console script
         argv = [str(script)] if script.exists() else [sys.executable, "-m", "relay.cli"]

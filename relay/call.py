@@ -15,7 +15,9 @@ The browser's side is a **caller leg** (:class:`CallerLeg`): WebRTC by default
 (:class:`~relay.caller.websocket.WebSocketCallerLeg`, PCM frames and JSON events on one
 socket) given in the :class:`CallRequest`. Either feeds the same caller pipeline, plays
 the same agent packets, and talks through the same event bridge; the rest of the call
-does not know which it has.
+does not know which it has. OpenAI's side is an **upstream leg**
+(:class:`~relay.upstream.leg.Upstream`): WebRTC by default, or OpenAI's WebSocket
+transport (``RELAY_UPSTREAM_TRANSPORT=websocket``, :mod:`relay.upstream.websocket`).
 
 A caller leg that is *lost* (not closed) is waited for ``caller_grace_secs``: the
 call's :meth:`resume` (:class:`~relay.caller.resume.CallerReconnect`) attaches the
@@ -35,7 +37,6 @@ from typing import Any, TypeVar
 
 from aiortc import MediaStreamTrack, RTCPeerConnection
 
-from . import aiortc_patches
 from .caller.leg import (
     PLAYBACK_CHANGES,
     CallerLeg,
@@ -56,7 +57,7 @@ from .sdp import offer_sends_audio
 from .stats import media_stats
 from .taps import CallEnd, CallInfo, CallTaps, Leg, SetupResult, TappedEvent, TranscriptEntry
 from .tasks import all_or_nothing
-from .upstream.leg import UpstreamLeg
+from .upstream.leg import Upstream, UpstreamLeg, new_upstream_leg
 from .upstream.openai import OpenAIConnector
 
 logger = logging.getLogger(__name__)
@@ -108,10 +109,10 @@ class Call(CallerReconnect):
         self._retired: list[CallerLeg] = []
         self._resuming = asyncio.Lock()
         self.caller: CallerLeg = WebRtcCallerLeg(ice.caller_plan(), on_ended=self._leg_ended(0))
-        self.upstream = UpstreamLeg(
-            connector=connector,
-            ice=ice.upstream_plan(),
-            ice_timeout_secs=settings.ice_timeout_secs,
+        self.upstream: Upstream = new_upstream_leg(
+            settings,
+            connector,
+            ice,
             on_ended=self._end_soon,
             on_agent_track=self._on_agent_track,
         )
@@ -165,7 +166,7 @@ class Call(CallerReconnect):
             "transport": self.caller.transport,
             "legs": {
                 "caller": self.caller.snapshot(),
-                "upstream": _leg_snapshot(self.upstream.pc),
+                "upstream": self.upstream.snapshot(),
             },
             "audio": self.audio_counters(),
             "events": {
@@ -188,7 +189,7 @@ class Call(CallerReconnect):
             "caller_dropped_in": self.caller.dropped_in,
             "caller_dropped_out": self.caller.dropped_out,
             "upstream_dropped_out": self.uplink.dropped,
-            "upstream_dropped_in": aiortc_patches.late_audio_packets(self.upstream.pc),
+            "upstream_dropped_in": self.upstream.dropped_in(),
         }
 
     # -- set-up ----------------------------------------------------------------------
@@ -312,7 +313,7 @@ class Call(CallerReconnect):
         """getStats of both legs and the audio counters, to the observers."""
         if self.state != "active":
             return
-        reports = await asyncio.gather(self.caller.stats(), self.upstream.pc.getStats())
+        reports = await asyncio.gather(self.caller.stats(), self.upstream.stats())
         if self.state == "active":
             self.taps.media_stats(media_stats(self, reports[0], reports[1]))
 
@@ -393,15 +394,10 @@ class Call(CallerReconnect):
 
     @property
     def upstream_pc(self) -> RTCPeerConnection:
+        """OpenAI's peer connection (a WebRTC upstream leg only)."""
+        if not isinstance(self.upstream, UpstreamLeg):
+            raise AttributeError("this call's upstream leg is not WebRTC")
         return self.upstream.pc
-
-
-def _leg_snapshot(pc: RTCPeerConnection) -> dict[str, Any]:
-    return {
-        "connection_state": pc.connectionState,
-        "ice_connection_state": pc.iceConnectionState,
-        "selected_pair": aiortc_patches.selected_pair(pc),
-    }
 
 
 def _close_denoiser(denoiser: Denoiser) -> None:

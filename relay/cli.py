@@ -22,6 +22,7 @@ from .config import (
     RecordingPolicy,
     Secret,
     Settings,
+    UpstreamTransport,
     check,
 )
 
@@ -78,6 +79,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "Dialect": get_args(Dialect),
     "NoiseSuppression": get_args(NoiseSuppression),
     "RecordingPolicy": get_args(RecordingPolicy),
+    "UpstreamTransport": get_args(UpstreamTransport),
 }
 
 

@@ -15,6 +15,7 @@ from .emulator.settings import EmulatorSettings as EmulatorSettings
 Dialect = Literal["ga", "beta"]
 NoiseSuppression = Literal["webrtc", "rnnoise", "off"]
 RecordingPolicy = Literal["off", "all", "opt_in"]
+UpstreamTransport = Literal["webrtc", "websocket"]
 WEBHOOK_EVENT_NAMES = ("call.started", "call.ended", "transcript.completed", "error")
 
 GA_MODEL = "gpt-realtime"
@@ -77,6 +78,14 @@ class Settings:
         "`ga` (`client_secrets` + `calls`, model `gpt-realtime`) or `beta` (`sessions` + "
         "`/realtime?model=`, `gpt-4o-realtime-preview-2024-12-17`; switched off upstream in 2026)",
         flag="--dialect",
+    )
+    upstream_transport: UpstreamTransport = setting(
+        "webrtc",
+        "RELAY_UPSTREAM_TRANSPORT",
+        "how the relay reaches OpenAI: `webrtc` (Opus over UDP/ICE) or `websocket` (`wss` "
+        "`/v1/realtime?model=`, PCM16 as base64 JSON; for egress that allows only HTTPS; "
+        "GA dialect only)",
+        flag="--upstream-transport",
     )
     openai_model: str = setting(
         GA_MODEL,
@@ -391,4 +400,6 @@ def check(settings: Settings) -> list[str]:
         problems.append("RELAY_CLUSTER_PORT must differ from RELAY_PORT")
     if bool(settings.tls_cert) != bool(settings.tls_key):
         problems.append("RELAY_TLS_CERT and RELAY_TLS_KEY go together")
+    if settings.upstream_transport == "websocket" and settings.openai_dialect == "beta":
+        problems.append("RELAY_UPSTREAM_TRANSPORT=websocket needs RELAY_OPENAI_DIALECT=ga")
     return problems

@@ -49,6 +49,25 @@ async def call_relay(relay: RelayUnderTest, client: RealtimeClient, **post: obje
     return location.rsplit("/", 1)[-1]
 
 
+async def speak_a_transcribed_turn(client: RealtimeClient, speech_48k: np.ndarray) -> None:
+    """Turn transcription on, speak, and wait for the user's transcript."""
+    client.send(
+        {
+            "type": "session.update",
+            "session": {
+                "type": "realtime",
+                "audio": {"input": {"transcription": {"model": "whisper-1"}}},
+            },
+        }
+    )
+    await client.wait_for("session.updated")
+    client.source.play(speech_48k)
+    transcript = await client.wait_for(
+        "conversation.item.input_audio_transcription.completed", timeout=20
+    )
+    assert transcript["transcript"]
+
+
 async def test_spoken_turn_through_relay(relay: RelayUnderTest, speech_48k: np.ndarray) -> None:
     """Speech from the caller reaches OpenAI's emulator as a turn; the agent's answer
     (events and audible audio) comes back to the caller through the relay."""
@@ -56,21 +75,7 @@ async def test_spoken_turn_through_relay(relay: RelayUnderTest, speech_48k: np.n
         call_id = await call_relay(relay, client)
         assert relay.registry.get(call_id) is not None
         await client.wait_for("session.created", timeout=10)
-        client.send(
-            {
-                "type": "session.update",
-                "session": {
-                    "type": "realtime",
-                    "audio": {"input": {"transcription": {"model": "whisper-1"}}},
-                },
-            }
-        )
-        await client.wait_for("session.updated")
-        client.source.play(speech_48k)
-        transcript = await client.wait_for(
-            "conversation.item.input_audio_transcription.completed", timeout=20
-        )
-        assert transcript["transcript"]
+        await speak_a_transcribed_turn(client, speech_48k)
         await client.wait_for("output_audio_buffer.stopped", timeout=30)
         assert in_order(client.types(), TURN_EVENTS_IN_ORDER), client.types()
         for event in client.events:

@@ -136,8 +136,15 @@ async def hanging_upstream() -> AsyncIterator[str]:
     await server.close()
 
 
-async def test_upstream_timeout_is_504(start_relay: RelayFactory, hanging_upstream: str) -> None:
+TRANSPORTS = pytest.mark.parametrize("upstream_transport", ["webrtc", "websocket"])
+
+
+@TRANSPORTS
+async def test_upstream_timeout_is_504(
+    start_relay: RelayFactory, hanging_upstream: str, upstream_transport: str
+) -> None:
     relay = await start_relay(
+        upstream_transport=upstream_transport,
         openai_api_key=Secret("sk-real-looking-key-abcdef"),
         openai_base_url=hanging_upstream,
         upstream_timeout_secs=1.0,
@@ -152,8 +159,12 @@ async def test_upstream_timeout_is_504(start_relay: RelayFactory, hanging_upstre
     assert len(relay.registry) == 0
 
 
-async def test_upstream_unreachable_is_502(start_relay: RelayFactory) -> None:
+@TRANSPORTS
+async def test_upstream_unreachable_is_502(
+    start_relay: RelayFactory, upstream_transport: str
+) -> None:
     relay = await start_relay(
+        upstream_transport=upstream_transport,
         openai_api_key=Secret("sk-real-looking-key-abcdef"),
         openai_base_url="http://127.0.0.1:9/v1",
     )
@@ -165,10 +176,15 @@ async def test_upstream_unreachable_is_502(start_relay: RelayFactory) -> None:
     assert len(relay.registry) == 0
 
 
-async def test_upstream_rejecting_the_key_is_502(start_relay: RelayFactory) -> None:
-    """OpenAI answering 401 to the relay's key is the relay's fault: 502, no key shown."""
+@TRANSPORTS
+async def test_upstream_rejecting_the_key_is_502(
+    start_relay: RelayFactory, upstream_transport: str
+) -> None:
+    """OpenAI refusing the relay's key is the relay's fault: 502, no key shown (over
+    WebRTC an HTTP 401 when minting; over WebSocket an ``error`` and a close 3000)."""
     healthy = await start_relay()
     relay = await start_relay(
+        upstream_transport=upstream_transport,
         openai_api_key=Secret("sk-wrong-key-0123456789"),
         openai_base_url=healthy.emulator_base_url,
     )

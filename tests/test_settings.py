@@ -44,6 +44,7 @@ def test_environment_reaches_every_setting() -> None:
             "Dialect": "beta",
             "NoiseSuppression": "rnnoise",
             "RecordingPolicy": "all",
+            "UpstreamTransport": "websocket",
         }.get(str(setting.type), "custom")
     settings = settings_from(env, args)
     for setting in dataclasses.fields(Settings):

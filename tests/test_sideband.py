@@ -31,8 +31,8 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "backend.py"
 HIDE_TOOL_CALLS = {"allowed_server_events": ["*", "-response.function_call_arguments.*"]}
 
 
-async def keyed_relay(start_relay: RelayFactory) -> RelayUnderTest:
-    return await start_relay(open_mode=False, relay_api_key=Secret(API_KEY))
+async def keyed_relay(start_relay: RelayFactory, **overrides: Any) -> RelayUnderTest:
+    return await start_relay(open_mode=False, relay_api_key=Secret(API_KEY), **overrides)
 
 
 async def start_call(relay: RelayUnderTest, client: RealtimeClient, session: dict[str, Any]) -> str:
@@ -59,10 +59,11 @@ def user_says(client: RealtimeClient, text: str) -> None:
     client.send({"type": "response.create"})
 
 
+@pytest.mark.parametrize("upstream_transport", ["webrtc", "websocket"])
 async def test_sdk_sideband_answers_a_tool_call_the_browser_never_sees(
-    start_relay: RelayFactory,
+    start_relay: RelayFactory, upstream_transport: str
 ) -> None:
-    relay = await keyed_relay(start_relay)
+    relay = await keyed_relay(start_relay, upstream_transport=upstream_transport)
     session = {
         "type": "realtime",
         "instructions": "You report the weather.",

@@ -9,6 +9,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from relay_fixtures import RelayFactory
 from support import PacedAudioSource, realtime_client
 from test_process import free_port, start, wait_healthy
@@ -19,8 +20,9 @@ from relay.config import Secret
 KEY = "sk-upstream-loss-test"
 
 
+@pytest.mark.parametrize("upstream_transport", ["webrtc", "websocket"])
 async def test_a_dead_upstream_is_reported_to_the_browser_within_two_seconds(
-    start_relay: RelayFactory, tmp_path: Path
+    start_relay: RelayFactory, tmp_path: Path, upstream_transport: str
 ) -> None:
     port = free_port()
     emulator = start(
@@ -31,7 +33,9 @@ async def test_a_dead_upstream_is_reported_to_the_browser_within_two_seconds(
     try:
         await wait_healthy(f"http://127.0.0.1:{port}/healthz", emulator)
         relay = await start_relay(
-            openai_api_key=Secret(KEY), openai_base_url=f"http://127.0.0.1:{port}/v1"
+            openai_api_key=Secret(KEY),
+            openai_base_url=f"http://127.0.0.1:{port}/v1",
+            upstream_transport=upstream_transport,
         )
         async with realtime_client(PacedAudioSource()) as client:
             response = await client.connect(relay.http, relay.calls_url, "")

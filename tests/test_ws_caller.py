@@ -297,11 +297,18 @@ async def test_unauthorised_socket_is_refused(start_relay: Any) -> None:
     assert len(relay.registry) == 0
 
 
-async def test_recording_has_both_channels(tmp_path: Path, speech_48k: np.ndarray) -> None:
+@pytest.mark.parametrize("upstream_transport", ["webrtc", "websocket"])
+async def test_recording_has_both_channels(
+    tmp_path: Path, speech_48k: np.ndarray, upstream_transport: str
+) -> None:
     """With recording_policy="all", a WebSocket call's recording has the caller and the
-    agent, each on its own channel."""
+    agent, each on its own channel (the agent's decoded from OpenAI's Opus, or, from a
+    WebSocket upstream, the PCM the relay plays)."""
     settings = replace(
-        BASE_SETTINGS, recording_policy="all", recording_dir=str(tmp_path / "recordings")
+        BASE_SETTINGS,
+        recording_policy="all",
+        recording_dir=str(tmp_path / "recordings"),
+        upstream_transport=upstream_transport,
     )
     app = build_app(settings)
     server = TestServer(app, host="127.0.0.1")

@@ -8,10 +8,14 @@ settings applying to its own peer connections only.
 Modules, one concept each:
 
 * :mod:`.settings`: :class:`EmulatorSettings` and the default model names;
-* :mod:`.app`: HTTP routes and errors; ``create_emulator_app(settings)``; app keys
-  ``SETTINGS``, ``KEYS``, ``SESSIONS``;
+* :mod:`.app`: HTTP routes and errors; ``create_emulator_app(settings)``;
+* :mod:`.appstate`: app keys ``SETTINGS``, ``KEYS``, ``SESSIONS`` and key checks;
+* :mod:`.websocket`: OpenAI's WebSocket transport (``GET /v1/realtime?model=`` and
+  the ``?call_id=`` sideband);
 * :mod:`.keys`: ephemeral keys with expiry;
-* :mod:`.session`: one emulated call (peer connection, ``oai-events``, audio, cap);
+* :mod:`.core`: one emulated session, whatever its transport (conversation, cap,
+  events, sideband listeners, close);
+* :mod:`.session`: one emulated WebRTC call (peer connection, ``oai-events``, audio);
 * :mod:`.ice`: host addresses and strict consent, per peer connection;
 * :mod:`.turns`: turn-taking (VAD -> commit -> transcription -> response, barge-in);
 * :mod:`.transcription`: the transcript of an utterance and its events;
@@ -40,8 +44,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .app import KEYS, SESSIONS, SETTINGS, create_emulator_app
+    from .app import create_emulator_app
+    from .appstate import KEYS, SESSIONS, SETTINGS
     from .capture import ReceivedAudio
+    from .core import EmulatedSession
     from .registry import CallRegistry
     from .session import EmulatedCall
     from .settings import EmulatorSettings
@@ -49,13 +55,14 @@ if TYPE_CHECKING:
 #: Name -> module: loaded on first use, so that ``relay.config`` can import
 #: ``relay.emulator.settings`` without loading aiortc.
 _EXPORTS = {
-    "KEYS": "app",
-    "SESSIONS": "app",
-    "SETTINGS": "app",
+    "KEYS": "appstate",
+    "SESSIONS": "appstate",
+    "SETTINGS": "appstate",
     "create_emulator_app": "app",
     "ReceivedAudio": "capture",
     "CallRegistry": "registry",
     "EmulatedCall": "session",
+    "EmulatedSession": "core",
     "EmulatorSettings": "settings",
 }
 
@@ -65,6 +72,7 @@ __all__ = [
     "SETTINGS",
     "CallRegistry",
     "EmulatedCall",
+    "EmulatedSession",
     "EmulatorSettings",
     "ReceivedAudio",
     "create_emulator_app",

@@ -22,7 +22,6 @@ settings apply to its own peer connections only (:mod:`.ice`).
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -31,6 +30,16 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from . import ids
+from .appstate import (
+    KEYS,
+    SESSIONS,
+    SETTINGS,
+    bearer,
+    check_key_dialect,
+    ga_config,
+    is_standard_key,
+    require_standard_key,
+)
 from .errors import ApiError, invalid_api_key, invalid_offer
 from .keys import BETA_DEFAULT_TTL_SECS, GA_DEFAULT_TTL_SECS, EphemeralKey, KeyStore
 from .registry import CallRegistry
@@ -40,12 +49,10 @@ from .session import EmulatedCall
 from .session_config import SessionConfig, validate_beta_session, validate_ga_session
 from .session_schema import BETA_MODELS, GA_CLIENT_SECRET_REQUEST
 from .settings import BETA_MODEL, GA_MODEL, EmulatorSettings
+from .websocket import realtime_websocket
 
 logger = logging.getLogger(__name__)
 
-SETTINGS = web.AppKey("emulator_settings", EmulatorSettings)
-KEYS = web.AppKey("emulator_keys", KeyStore)
-SESSIONS = web.AppKey("emulator_sessions", CallRegistry)
 
 #: Largest request body (JSON sessions with tools and long instructions fit easily).
 MAX_BODY_BYTES = 1024 * 1024
@@ -119,30 +126,6 @@ async def _cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = _preflight_response(request) if preflight else await handler(request)
     response.headers.update(_CORS_HEADERS)
     return response
-
-
-# --- auth ---
-
-
-def _bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
-
-
-def _is_standard_key(request: web.Request, token: str) -> bool:
-    keys = request.app[SETTINGS].api_keys
-    # str.encode reads the characters themselves, even of a str subclass that hides
-    # them from str() and repr().
-    return any(hmac.compare_digest(token.encode(), key.encode()) for key in keys)
-
-
-def _require_standard_key(request: web.Request) -> None:
-    token = _bearer(request)
-    if token is None or not _is_standard_key(request, token):
-        raise invalid_api_key(token)
 
 
 # --- bodies ---
@@ -222,7 +205,7 @@ async def _offer_and_session(request: web.Request) -> tuple[str, Any | None]:
 
 
 async def create_client_secret(request: web.Request) -> web.Response:
-    _require_standard_key(request)
+    require_standard_key(request)
     body = await _json_body(request)
     checked = GA_CLIENT_SECRET_REQUEST.check(body, "")
     session = checked.get("session")
@@ -240,7 +223,7 @@ async def create_client_secret(request: web.Request) -> web.Response:
 
 
 async def create_beta_session(request: web.Request) -> web.Response:
-    _require_standard_key(request)
+    require_standard_key(request)
     body = await _json_body(request)
     checked = validate_beta_session(body, "", request=True)
     expires_after = (checked.get("client_secret") or {}).get("expires_after") or {}
@@ -255,10 +238,10 @@ async def create_beta_session(request: web.Request) -> web.Response:
 def _peek_key(request: web.Request) -> str:
     """Authenticate a call request: a standard key, or a live ephemeral key (checked
     now, consumed only once the offer is known to be good)."""
-    token = _bearer(request)
+    token = bearer(request)
     if token is None:
         raise invalid_api_key(None)
-    if _is_standard_key(request, token):
+    if is_standard_key(request, token):
         return token
     if request.app[KEYS].is_ephemeral(token):
         request.app[KEYS].check(token)  # unknown or expired: 401 before reading the body
@@ -266,38 +249,8 @@ def _peek_key(request: web.Request) -> str:
     raise invalid_api_key(token)
 
 
-#: Why an ephemeral key of the other dialect is refused, by the dialect asked for.
-_OTHER_DIALECTS_KEY = {
-    "ga": "This ephemeral key belongs to the beta Realtime API; use it with "
-    "POST /v1/realtime?model=...",
-    "beta": "This ephemeral key belongs to the GA Realtime API; use it with "
-    "POST /v1/realtime/calls.",
-}
-
-
-def _check_key_dialect(key: EphemeralKey | None, dialect: str) -> None:
-    if key is not None and key.dialect != dialect:
-        raise ApiError(_OTHER_DIALECTS_KEY[dialect], "invalid_api_key", status=401)
-
-
-def _ga_config(key: EphemeralKey | None, session: Any | None, model: str | None) -> SessionConfig:
-    _check_key_dialect(key, "ga")
-    if session is not None:
-        request_session = validate_ga_session(session)
-        if key is not None:
-            config = key.config.copy()
-            config.apply_update(request_session)
-        else:
-            config = SessionConfig.ga(request_session, GA_MODEL)
-    else:
-        config = key.config.copy() if key is not None else SessionConfig.ga(None, GA_MODEL)
-    if model and config.kind == "realtime" and not (session or {}).get("model"):
-        config.data["model"] = model
-    return config
-
-
 def _beta_config(key: EphemeralKey | None, session: Any | None, model: str | None) -> SessionConfig:
-    _check_key_dialect(key, "beta")
+    check_key_dialect(key, "beta")
     if model is not None and model not in BETA_MODELS:
         raise invalid_value("model", model, BETA_MODELS)
     config = key.config.copy() if key is not None else SessionConfig.beta(None, BETA_MODEL)
@@ -317,7 +270,7 @@ async def _start_call(request: web.Request, dialect: str) -> web.Response:
     offer = check_offer(sdp)
     key = request.app[KEYS].use(token) if request.app[KEYS].is_ephemeral(token) else None
     if dialect == "ga":
-        config = _ga_config(key, session, model)
+        config = ga_config(key, session, model)
     else:
         config = _beta_config(key, session, model)
     registry = request.app[SESSIONS]
@@ -347,9 +300,9 @@ async def create_beta_call(request: web.Request) -> web.Response:
 
 
 async def hangup(request: web.Request) -> web.Response:
-    token = _bearer(request)
+    token = bearer(request)
     if token is None or not (
-        _is_standard_key(request, token)
+        is_standard_key(request, token)
         or (request.app[KEYS].is_ephemeral(token) and _known_key(request, token))
     ):
         raise invalid_api_key(token)
@@ -384,6 +337,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("POST", "/v1/realtime/calls/{call_id}/hangup", hangup),
     ("POST", "/v1/realtime/sessions", create_beta_session),
     ("POST", "/v1/realtime", create_beta_call),
+    ("GET", "/v1/realtime", realtime_websocket),
     ("GET", "/healthz", healthz),
 )
 

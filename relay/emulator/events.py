@@ -57,6 +57,7 @@ class EventFactory:
             "response.output_audio_transcript.done" if ga else "response.audio_transcript.done"
         )
         self.audio_done_type = "response.output_audio.done" if ga else "response.audio.done"
+        self.audio_delta_type = "response.output_audio.delta" if ga else "response.audio.delta"
         self.assistant_audio = "output_audio" if ga else "audio"
         self.assistant_text = "output_text" if ga else "text"
 
@@ -211,6 +212,10 @@ class EventFactory:
             (self.transcript_done_type, "transcript") if audio else (self.text_done_type, "text")
         )
         return self.event(type_, **slot.of_content(), **{key: text})
+
+    def audio_delta(self, slot: OutputSlot, audio_b64: str) -> Event:
+        """Agent audio as base64 PCM16 (WebSocket only; WebRTC plays it on the track)."""
+        return self._delta(self.audio_delta_type, **slot.of_content(), delta=audio_b64)
 
     def audio_done(self, slot: OutputSlot) -> Event:
         return self.event(self.audio_done_type, **slot.of_content())

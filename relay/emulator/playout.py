@@ -64,8 +64,8 @@ class AgentAudioTrack(MediaStreamTrack):
 
     # -- producer side --
 
-    def begin(self, response_id: str) -> None:
-        """A response will queue audio (until :meth:`end`)."""
+    def begin(self, response_id: str, item_id: str = "") -> None:
+        """A response will queue audio (until :meth:`end`); its item is not needed."""
         self._open.add(response_id)
         self._played.setdefault(response_id, 0)
         while len(self._played) > 64:

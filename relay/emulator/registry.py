@@ -1,4 +1,5 @@
-"""Every emulated call of one app: live ones, and recently ended ones for tests."""
+"""Every emulated session of one app (WebRTC calls and WebSocket sessions): live ones,
+and recently ended ones for tests."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
-from .session import EmulatedCall
+from .core import EmulatedSession
 
 #: Ended calls remembered for inspection by tests (live calls always are). Each keeps
 #: its closed peer connection and up to 30 s of received audio, so the bound is what
@@ -17,16 +18,17 @@ KEEP_ENDED_CALLS = 16
 class CallRegistry:
     """``app[SESSIONS]``: the emulator's calls.
 
-    * ``active``: live calls by call id (``rtc_...``);
+    * ``active``: live sessions by id (a WebRTC call's ``rtc_...``, a WebSocket
+      session's ``sess_...``); each says its ``transport``;
     * ``calls()``: every live call and the last ``KEEP_ENDED_CALLS`` ended ones, oldest
       first; an ended call's ``received`` audio and event logs stay readable;
     * ``await wait_for_call(n)``: the n-th call ever created (1-based), once it exists.
     """
 
     def __init__(self, keep_ended: int = KEEP_ENDED_CALLS) -> None:
-        self.active: dict[str, EmulatedCall] = {}
+        self.active: dict[str, EmulatedSession] = {}
         #: Remembered calls by creation number (1-based), oldest first.
-        self._remembered: dict[int, EmulatedCall] = {}
+        self._remembered: dict[int, EmulatedSession] = {}
         self._numbers: dict[str, int] = {}  # live call id -> its creation number
         self._ended: deque[int] = deque()
         self._keep_ended = keep_ended
@@ -36,14 +38,14 @@ class CallRegistry:
     def __len__(self) -> int:
         return len(self.active)
 
-    def add(self, call: EmulatedCall) -> None:
+    def add(self, call: EmulatedSession) -> None:
         self.created += 1
         self.active[call.id] = call
         self._remembered[self.created] = call
         self._numbers[call.id] = self.created
         self._notify()
 
-    def discard(self, call: EmulatedCall) -> None:
+    def discard(self, call: EmulatedSession) -> None:
         """Forget a live call (it has closed); it stays among the recently ended."""
         if self.active.get(call.id) is call:
             del self.active[call.id]
@@ -54,20 +56,20 @@ class CallRegistry:
                 self._remembered.pop(self._ended.popleft(), None)
             self._notify()
 
-    def get(self, call_id: str) -> EmulatedCall | None:
+    def get(self, call_id: str) -> EmulatedSession | None:
         """A live or recently ended call."""
         call = self.active.get(call_id)
         if call is not None:
             return call
         return next((c for c in self._remembered.values() if c.id == call_id), None)
 
-    def calls(self) -> list[EmulatedCall]:
+    def calls(self) -> list[EmulatedSession]:
         return list(self._remembered.values())
 
-    def latest(self) -> EmulatedCall | None:
+    def latest(self) -> EmulatedSession | None:
         return next(reversed(self._remembered.values()), None)
 
-    async def wait_for_call(self, count: int = 1, timeout_secs: float = 10.0) -> EmulatedCall:
+    async def wait_for_call(self, count: int = 1, timeout_secs: float = 10.0) -> EmulatedSession:
         """The ``count``-th call created by this app (1 = the first)."""
         await self._until(
             lambda: self.created >= count,

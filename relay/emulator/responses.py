@@ -188,7 +188,7 @@ class ResponseRun:
         )
         self._part_added = True
         if plan.audio:
-            self.out.track.begin(plan.response_id)
+            self.out.track.begin(plan.response_id, self.item_id)
         words = (
             await utter(plan.text, plan.voice, plan.speed)
             if plan.audio and self.real_voice

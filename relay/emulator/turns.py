@@ -13,7 +13,7 @@ import asyncio
 import base64
 import contextlib
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +72,9 @@ class Dialogue:
         self.buffer_start_ms = 0.0
         #: Audio added with ``input_audio_buffer.append`` since the last commit.
         self.appended_ms = 0.0
+        #: Where appended audio (24 kHz PCM16 bytes) goes when it is the session's
+        #: input (a WebSocket); otherwise it only counts towards the buffer.
+        self.on_appended: Callable[[bytes], None] | None = None
         self.speech_item_id: str | None = None
         self._speech_start_ms = 0.0
         self._recent: deque[_Frame] = deque()
@@ -302,6 +305,9 @@ class Dialogue:
             raise ApiError(
                 "Invalid 'audio': expected base64-encoded audio.", "invalid_value", "audio"
             ) from exc
+        if self.on_appended is not None:
+            self.on_appended(raw)
+            return
         self.appended_ms += len(raw) / 2 / 24.0  # pcm16 at 24 kHz
 
     def commit_input(self) -> None:

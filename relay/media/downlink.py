@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import cast
 
+import numpy as np
 from aiortc import MediaStreamTrack
 from av import AudioFrame
 
@@ -53,6 +54,11 @@ class AgentAudio:
         if self._speech_stopped_at is not None and self._voice_onset.voiced(payload):
             self._answered(time.monotonic() - self._speech_stopped_at)
         self.times.add(time.perf_counter() - started)
+
+    def on_pcm(self, pcm: np.ndarray, wallclock: float) -> None:
+        """A canonical frame of agent audio an upstream already has as PCM (the
+        WebSocket upstream), for the taps: nothing to decode."""
+        self._tap(pcm, wallclock)
 
     def caller_stopped_speaking(self) -> None:
         self._speech_stopped_at = time.monotonic()

@@ -9,7 +9,9 @@ Neither ever restarts its timestamps, which would make RTP timestamps go backwar
 from __future__ import annotations
 
 import fractions
+from collections.abc import Callable
 
+import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import Packet
@@ -68,10 +70,24 @@ class UplinkTrack(_OpusPacketTrack):
     def __init__(self, max_frames: int = DEFAULT_MAX_FRAMES) -> None:
         super().__init__(max_frames)
         self._last_pts = -FRAME_TICKS
+        #: Set by a WebSocket upstream: it takes the canonical PCM frames themselves
+        #: (see :meth:`push_pcm`), and nothing is encoded or sent on this track.
+        self.pcm_sink: Callable[[np.ndarray], None] | None = None
+        self.pcm_frames_sent = 0
 
     @property
     def frames_sent(self) -> int:
-        return self.packets_sent
+        return self.packets_sent + self.pcm_frames_sent
+
+    @property
+    def wants_pcm(self) -> bool:
+        return self.pcm_sink is not None
+
+    def push_pcm(self, pcm: np.ndarray) -> None:
+        """One canonical 20 ms frame for an upstream that takes PCM."""
+        if self.pcm_sink is not None:
+            self.pcm_frames_sent += 1
+            self.pcm_sink(pcm)
 
     def push(self, payload: bytes, pts: int) -> None:
         if payload:

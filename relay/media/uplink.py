@@ -1,7 +1,8 @@
 """The caller's audio path, packet by packet as it arrives:
 
 Opus -> 48 kHz mono -> noise suppression -> 24 kHz mono canonical PCM -> the taps, and
--> Opus (24 kHz) -> the uplink track to OpenAI.
+-> Opus (24 kHz) -> the uplink track to OpenAI (or, for a WebSocket upstream, the
+canonical PCM frames themselves: :meth:`UplinkTrack.push_pcm`, no encode).
 
 A caller leg that carries PCM instead (the WebSocket leg: 24 kHz mono int16) enters the
 same path at :meth:`CallerAudio.on_pcm`: 24 kHz -> 48 kHz -> noise suppression -> the
@@ -25,7 +26,7 @@ import numpy as np
 
 from ..taps import CANONICAL_FRAME_SAMPLES, CANONICAL_RATE
 from .denoise import Denoiser
-from .opus import OPUS_CLOCK, RTP_WRAP, Opus24kEncoder, OpusDecoder
+from .opus import FRAME_TICKS, OPUS_CLOCK, RTP_WRAP, Opus24kEncoder, OpusDecoder
 from .pcm import To24kMono, resampler_to
 from .timing import FrameTimes
 from .tracks import UplinkTrack
@@ -36,6 +37,7 @@ CanonicalSink = Callable[[np.ndarray, float], None]
 """Receives each canonical 20 ms frame and the wall-clock time of its first sample."""
 
 _MAX_GAP = OPUS_CLOCK * 10  # a timestamp jump beyond 10 s is a new stream, not loss
+_MAX_PCM_GAP_FRAMES = 10
 
 
 class CallerAudio:
@@ -126,6 +128,9 @@ class CallerAudio:
         return pcm[:whole]
 
     def _forward_packet(self, payload: bytes, pcm: np.ndarray, wallclock: float) -> None:
+        if self._uplink.wants_pcm:  # an upstream that takes PCM: no Opus at all
+            self._emit(self._resampler.push(pcm), wallclock)
+            return
         self._uplink.push(payload, self._out_pts)
         self._out_pts += pcm.size * OPUS_CLOCK // self._rate
         for frame in self._resampler.push(pcm):
@@ -140,15 +145,23 @@ class CallerAudio:
         """Canonical 20 ms frames to the taps and, encoded, to OpenAI."""
         for frame in frames:
             self._tap(frame, wallclock)
+            if self._uplink.wants_pcm:
+                self._uplink.push_pcm(frame)
+                continue
             self._uplink.push(self._encoder.encode(frame), self._out_pts)
             self._out_pts += CANONICAL_FRAME_SAMPLES * OPUS_CLOCK // CANONICAL_RATE
 
     def _skip_lost_audio(self, rtp_timestamp: int, duration: int) -> None:
         """A jump in the caller's timestamps is lost packets: keep it as a gap upstream,
-        so OpenAI's receiver conceals it where it happened."""
+        so OpenAI's receiver conceals it where it happened (an upstream that takes PCM
+        gets the gap as silence, up to 200 ms, so its timeline stays the caller's)."""
         if self._next_ts is not None:
             gap = (rtp_timestamp - self._next_ts) % RTP_WRAP
             if 0 < gap < _MAX_GAP:
                 self._out_pts += gap
                 self.loss_gaps += 1
+                if self._uplink.wants_pcm:
+                    silence = np.zeros(CANONICAL_FRAME_SAMPLES, dtype=np.int16)
+                    for _ in range(min(gap // FRAME_TICKS, _MAX_PCM_GAP_FRAMES)):
+                        self._uplink.push_pcm(silence)
         self._next_ts = (rtp_timestamp + duration) % RTP_WRAP

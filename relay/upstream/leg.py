@@ -1,7 +1,12 @@
-"""The relay's own WebRTC leg to OpenAI: caller audio out, agent audio in, events.
+"""The relay's leg to OpenAI: caller audio out, agent audio in, events.
 
-One :class:`UpstreamLeg` per upstream session. It owns its peer connection; the call
-owns the leg and closes it (idempotent, awaited)."""
+:class:`Upstream` is what a call needs of it, whatever carries it: WebRTC
+(:class:`UpstreamLeg`, here; the default) or OpenAI's WebSocket transport
+(:class:`~relay.upstream.websocket.WebSocketUpstreamLeg`), chosen by
+``RELAY_UPSTREAM_TRANSPORT`` (:func:`new_upstream_leg`).
+
+One leg per upstream session. It owns its peer connection (or socket); the call owns
+the leg and closes it (idempotent, awaited)."""
 
 from __future__ import annotations
 
@@ -9,16 +14,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
 from .. import aiortc_patches
+from ..config import Settings
 from ..errors import UpstreamError, UpstreamTimeout
 from ..events import EventBridge
-from ..ice.gather import IcePlan
+from ..ice.gather import IcePlan, IceSetup
 from ..media.downlink import AgentAudio
 from ..media.tracks import UplinkTrack
 from .openai import OpenAIConnector
@@ -29,8 +35,81 @@ HANGUP_TIMEOUT_SECS = 2.0
 SDP_ERRORS = (ValueError, AssertionError, KeyError, IndexError)
 
 
+class Upstream(Protocol):
+    """What a call needs of its leg to OpenAI."""
+
+    #: OpenAI's id of the session (WebRTC: its call id), once known.
+    call_id: str | None
+    #: Set up and not yet ended.
+    active: bool
+
+    @property
+    def transport(self) -> str:
+        """``webrtc`` or ``websocket``."""
+        ...
+
+    async def open(
+        self,
+        session: dict[str, Any],
+        model: str,
+        *,
+        uplink: UplinkTrack,
+        agent_audio: AgentAudio,
+        bridge: EventBridge,
+        decode_agent: bool,
+    ) -> float:
+        """Set the session up with ``session`` (locked config); returns the seconds."""
+        ...
+
+    def decode_agent(self, wanted: bool) -> None:
+        """Agent PCM for observers only while one wants it."""
+        ...
+
+    async def answers(self, timeout_secs: float) -> bool:
+        """Whether OpenAI's side is still there."""
+        ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    async def stats(self) -> Mapping[str, Any]:
+        """The leg's transport statistics (WebRTC: getStats)."""
+        ...
+
+    def dropped_in(self) -> int:
+        """Agent audio that arrived too late, or too much, to be played."""
+        ...
+
+    async def close(self, *, hangup: bool) -> None: ...
+
+
+def new_upstream_leg(
+    settings: Settings,
+    connector: OpenAIConnector,
+    ice: IceSetup,
+    *,
+    on_ended: Callable[[str], None],
+    on_agent_track: Callable[[MediaStreamTrack], None],
+) -> Upstream:
+    """The leg ``RELAY_UPSTREAM_TRANSPORT`` asks for."""
+    if settings.upstream_transport == "websocket":
+        from .websocket import WebSocketUpstreamLeg
+
+        return WebSocketUpstreamLeg(
+            connector=connector, timeout_secs=settings.upstream_timeout_secs, on_ended=on_ended
+        )
+    return UpstreamLeg(
+        connector=connector,
+        ice=ice.upstream_plan(),
+        ice_timeout_secs=settings.ice_timeout_secs,
+        on_ended=on_ended,
+        on_agent_track=on_agent_track,
+    )
+
+
 class UpstreamLeg:
     """A WebRTC session with OpenAI (or its emulator) for one call."""
+
+    transport = "webrtc"
 
     def __init__(
         self,
@@ -129,6 +208,22 @@ class UpstreamLeg:
     async def answers(self, timeout_secs: float) -> bool:
         """Whether OpenAI's side still answers a connectivity check."""
         return await aiortc_patches.ice_peer_answers(self.pc, timeout_secs)
+
+    def snapshot(self) -> dict[str, Any]:
+        pc = self.pc
+        return {
+            "transport": self.transport,
+            "connection_state": pc.connectionState,
+            "ice_connection_state": pc.iceConnectionState,
+            "selected_pair": aiortc_patches.selected_pair(pc),
+        }
+
+    async def stats(self) -> Mapping[str, Any]:
+        report: Mapping[str, Any] = await self.pc.getStats()
+        return report
+
+    def dropped_in(self) -> int:
+        return aiortc_patches.late_audio_packets(self.pc)
 
     async def close(self, *, hangup: bool) -> None:
         """Close the peer connection and (briefly) tell OpenAI. Idempotent."""

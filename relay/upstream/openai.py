@@ -97,6 +97,25 @@ class OpenAIConnector:
         call_id = location.rstrip("/").rsplit("/", 1)[-1] or None
         return UpstreamCall(answer_sdp=answer, call_id=call_id)
 
+    async def connect_websocket(
+        self, model: str, *, heartbeat_secs: float, max_message_bytes: int
+    ) -> aiohttp.ClientWebSocketResponse:
+        """OpenAI's WebSocket transport (``wss .../realtime?model=``), authenticated with
+        the server's own key (it never leaves the relay). GA only."""
+        url = re.sub(r"^http", "ws", self._base) + "/realtime"
+        headers = {"Authorization": f"Bearer {self._key.value}"}
+        async with self._guard("open the upstream WebSocket"):
+            async with asyncio.timeout(self._timeout.total):
+                return await self._http.ws_connect(
+                    url,
+                    params={"model": model},
+                    headers=headers,
+                    heartbeat=heartbeat_secs,
+                    max_msg_size=max_message_bytes,
+                    autoping=True,
+                )
+        raise AssertionError("unreachable")  # the guard re-raises as a relay error
+
     async def hangup(self, call_id: str) -> None:
         """Tell OpenAI the call is over (GA only; best effort, bounded)."""
         if self.dialect == "beta":

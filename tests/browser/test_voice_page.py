@@ -92,11 +92,13 @@ class CallTap(Observer):
         return sum(1 for at, d, k in self.events if at >= t and d == "server" and k == kind)
 
 
+@pytest.mark.parametrize("upstream_transport", ["webrtc", "websocket"])
 async def test_voice_call_through_the_relay(
-    start_relay: RelayFactory, launch: Any, open_page: Any, call_wav: Path
+    start_relay: RelayFactory, launch: Any, open_page: Any, call_wav: Path, upstream_transport: str
 ) -> None:
-    """Speak, see both transcripts, hear the agent, mute, hang up: all through the relay."""
-    relay = await start_relay()
+    """Speak, see both transcripts, hear the agent, mute, hang up: all through the relay
+    (whichever transport the relay uses to OpenAI: the page cannot tell)."""
+    relay = await start_relay(upstream_transport=upstream_transport)
     tap = CallTap()
     relay.registry.add_observer(tap)
     browser = await launch(wav=call_wav)

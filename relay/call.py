@@ -52,6 +52,7 @@ from .taps import CallEnd, CallInfo, CallTaps, Leg, SetupResult, TappedEvent, Tr
 from .tasks import all_or_nothing
 from .upstream.leg import UpstreamLeg
 from .upstream.openai import OpenAIConnector
+from .upstream.rollover import Rollover
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,10 @@ ERROR_FLUSH_SECS = 0.15
 #: What the browser is told (an ``error`` event) when the call ends on OpenAI's side.
 UPSTREAM_LOST = {
     "upstream_session_ended": ("upstream_session_ended", "OpenAI ended the session."),
+    "upstream_session_expired": (
+        "upstream_session_expired",
+        "OpenAI's session reached its time limit and could not be renewed.",
+    ),
     "": ("upstream_connection_lost", "The connection to OpenAI was lost; the call has ended."),
 }
 
@@ -95,13 +100,8 @@ class Call:
         self.timings = CallTimings()
         self.transcripts: list[TranscriptEntry] = []
         self.caller: CallerLeg = WebRtcCallerLeg(ice.caller_plan(), on_ended=self._end_soon)
-        self.upstream = UpstreamLeg(
-            connector=connector,
-            ice=ice.upstream_plan(),
-            ice_timeout_secs=settings.ice_timeout_secs,
-            on_ended=self._end_soon,
-            on_agent_track=self._on_agent_track,
-        )
+        self._ice = ice
+        self.upstream = self._upstream_leg(self._end_soon)
         self.uplink = UplinkTrack()
         self.bridge = EventBridge(self._on_event, max_event_bytes=settings.max_event_bytes)
         self.caller_audio = CallerAudio(
@@ -120,6 +120,30 @@ class Call:
         self._closing = False
         self._early_events: list[TappedEvent] = []
         self._log = logging.LoggerAdapter(logger, {"call_id": self.id})
+        #: Renews the upstream session before its cap, and replaces one that dies.
+        self.rollover = Rollover(
+            self,
+            settings,
+            dialect=connector.dialect,
+            make_leg=self._upstream_leg,
+            end=self._end_soon,
+        )
+
+    def _upstream_leg(self, on_ended: Callable[[str], None]) -> UpstreamLeg:
+        return UpstreamLeg(
+            connector=self._connector,
+            ice=self._ice.upstream_plan(),
+            ice_timeout_secs=self._settings.ice_timeout_secs,
+            on_ended=on_ended,
+            on_agent_track=self._on_agent_track,
+        )
+
+    def replace_upstream(self, leg: UpstreamLeg, uplink: UplinkTrack) -> UplinkTrack:
+        """Rollover and recovery: ``leg`` (opened, seeded, attached to the bridge) is
+        the call's upstream from now on, fed by ``uplink``; returns the old uplink."""
+        old, self.upstream, self.uplink = self.uplink, leg, uplink
+        self.caller_audio.uplink = uplink
+        return old
 
     # -- read-only views -------------------------------------------------------------
 
@@ -243,6 +267,7 @@ class Call:
         if self.state == "setting_up":
             self._early_events.append(event)
             return
+        self.rollover.on_event(event)
         if event.type == "input_audio_buffer.speech_stopped":
             self.agent_audio.caller_stopped_speaking()
         elif event.type == "input_audio_buffer.speech_started":
@@ -264,6 +289,7 @@ class Call:
         goodbye; a muted caller or a quiet agent is not hung up while its peer answers)."""
         if self.state != "active":
             return
+        self.rollover.tick(now)
         self.upstream.decode_agent(self.taps.wants_agent_audio())
         self._check_alive("upstream", self.agent_audio.last_packet_at, UPSTREAM_QUIET_SECS, now)
         if self._watch_media:
@@ -305,6 +331,8 @@ class Call:
         if self._closing:
             return
         if outcome.startswith("upstream_") and self.state == "active":
+            if self.rollover.recover(outcome):
+                return
             self.bridge.caller.send(error_event(*UPSTREAM_LOST.get(outcome, UPSTREAM_LOST[""])))
             self._told_caller = True
         self._spawn(self.close(outcome))
@@ -349,7 +377,11 @@ class Call:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._told_caller:  # let the error event leave before the channel closes
             await asyncio.sleep(ERROR_FLUSH_SECS)
-        closing = [self.caller.close(), self.upstream.close(hangup=hangup_upstream)]
+        closing = [
+            self.caller.close(),
+            self.upstream.close(hangup=hangup_upstream),
+            self.rollover.close(),
+        ]
         results = await asyncio.gather(*closing, return_exceptions=True)
         for result in results:
             if isinstance(result, Exception):

@@ -172,7 +172,7 @@ class EventBridge:
     def attach_caller(self, channel: RTCDataChannel | EventChannel) -> None:
         self._attach(self.caller, channel, self._from_caller)
 
-    def attach_upstream(self, channel: RTCDataChannel) -> None:
+    def attach_upstream(self, channel: RTCDataChannel | EventChannel) -> None:
         self._attach(self.upstream, channel, self._from_upstream)
 
     def _attach(

@@ -48,7 +48,8 @@ class CallerAudio:
         tap: CanonicalSink,
     ) -> None:
         self._denoiser = denoiser
-        self._uplink = uplink
+        #: Where the encoded frames go (a renewed upstream session brings its own).
+        self.uplink = uplink
         self._tap = tap
         #: Processing time of each packet since the last stats report.
         self.times = FrameTimes()
@@ -126,7 +127,7 @@ class CallerAudio:
         return pcm[:whole]
 
     def _forward_packet(self, payload: bytes, pcm: np.ndarray, wallclock: float) -> None:
-        self._uplink.push(payload, self._out_pts)
+        self.uplink.push(payload, self._out_pts)
         self._out_pts += pcm.size * OPUS_CLOCK // self._rate
         for frame in self._resampler.push(pcm):
             self._tap(frame, wallclock)
@@ -140,7 +141,7 @@ class CallerAudio:
         """Canonical 20 ms frames to the taps and, encoded, to OpenAI."""
         for frame in frames:
             self._tap(frame, wallclock)
-            self._uplink.push(self._encoder.encode(frame), self._out_pts)
+            self.uplink.push(self._encoder.encode(frame), self._out_pts)
             self._out_pts += CANONICAL_FRAME_SAMPLES * OPUS_CLOCK // CANONICAL_RATE
 
     def _skip_lost_audio(self, rtp_timestamp: int, duration: int) -> None:

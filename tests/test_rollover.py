@@ -1,0 +1,196 @@
+"""Calls that outlive their upstream sessions (relay/upstream/rollover.py), with an aiortc
+peer as the browser and the emulator (with a short session cap) as OpenAI: the relay
+renews the session before the cap with the conversation carried over, and replaces a
+session that dies (its cap reached unannounced, its process killed)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from relay_fixtures import RelayFactory, RelayUnderTest
+from support import PacedAudioSource, RealtimeClient, realtime_client
+from test_process import free_port, start, wait_healthy
+
+from relay.config import EmulatorSettings, Secret
+from relay.embedded import EMULATOR
+from relay.emulator.app import SESSIONS
+from relay.upstream.rollover import RENEWED_EVENT
+
+FIRST = "My secret word is pelican."
+RECALL = "What did I say first?"
+KEY = "sk-rollover-test"
+WARM_EMULATOR = Path(__file__).parent / "warm_emulator.py"
+
+
+def _speech_then_silence(speech_48k: np.ndarray, silence_secs: float) -> np.ndarray:
+    return np.concatenate([speech_48k, np.zeros(int(silence_secs * 48000), dtype=np.int16)])
+
+
+async def _say(client: RealtimeClient, text: str) -> None:
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+    client.send({"type": "conversation.item.create", "item": item})
+
+
+async def _ask_recall(client: RealtimeClient) -> str:
+    """Ask the session what was said first; the agent's transcript of its answer."""
+    after = len(client.events)
+    await _say(client, RECALL)
+    client.send({"type": "response.create"})
+    done = await client.wait_for("response.output_audio_transcript.done", 15, after)
+    return str(done["transcript"])
+
+
+async def _renewals(client: RealtimeClient, count: int, timeout: float) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        renewed = [e for e in client.events if e["type"] == RENEWED_EVENT]
+        if len(renewed) >= count:
+            return renewed
+        assert time.monotonic() < deadline, f"{len(renewed)} renewals: {client.types()[-30:]}"
+        await asyncio.sleep(0.1)
+
+
+def _caller_gaps_ms(relay: RelayUnderTest) -> list[float]:
+    """Caller audio as OpenAI's side heard it: from the last frame an upstream session
+    received to the first its successor received, at each swap."""
+    calls = relay.app[EMULATOR][SESSIONS].calls()
+    gaps = []
+    for old, new in zip(calls, calls[1:], strict=False):
+        assert old.received.last_at is not None and new.received.first_at is not None
+        gaps.append((new.received.first_at - old.received.last_at) * 1000)
+    return gaps
+
+
+async def test_a_call_outlives_its_upstream_sessions(
+    start_relay: RelayFactory, speech_48k: np.ndarray
+) -> None:
+    """Emulator cap 6 s, rollover 3 s before it: in 16 s the call goes through at least
+    two renewals, the browser sees one session.created and a notice per renewal, the
+    caller's audio reaches each new session within 300 ms, and the latest session
+    knows the first thing said (carried as an item through every renewal)."""
+    relay = await start_relay(
+        emulator=EmulatorSettings(ice_addresses=("127.0.0.1",), max_session_secs=6.0),
+        rollover_lead_secs=3.0,
+    )
+    source = PacedAudioSource(_speech_then_silence(speech_48k, 3.0), loop=True)
+    async with realtime_client(source) as client:
+        response = await client.connect(relay.http, relay.calls_url, "")
+        assert response.status == 201, await response.text()
+        call = relay.registry.get_call(response.headers["Location"].rsplit("/", 1)[-1])
+        await client.wait_for("session.created", timeout=10)
+        await _say(client, FIRST)
+        renewed = await _renewals(client, 2, timeout=20)
+        assert {r["reason"] for r in renewed} <= {"rollover", "forced"}
+        assert all(r["items_carried"] >= 1 for r in renewed)
+        source.muted = True  # the caller stops talking to hear the answer whole
+        await asyncio.sleep(1.0)
+        answer = await _ask_recall(client)
+        assert FIRST in answer, answer
+
+        assert client.types().count("session.created") == 1
+        assert relay.registry.get_call(call.id) is call and call.state == "active"
+        assert len(call.rollover.renewals) == len(renewed)
+        gaps = _caller_gaps_ms(relay)
+        assert len(gaps) >= 2 and max(gaps) < 300, gaps
+        agent_gap = call.rollover.clock.last_gap_ms
+        assert agent_gap is not None and agent_gap < 300, agent_gap
+        # Agent audio keeps flowing from the newest session to the caller.
+        packets = call.agent_audio.packets_in
+        await asyncio.sleep(0.5)
+        assert call.agent_audio.packets_in > packets + 10
+
+
+async def test_an_expired_session_is_replaced_without_an_error(
+    start_relay: RelayFactory,
+) -> None:
+    """Rollover off and a relay that does not know the cap: the session ends with
+    OpenAI's ``session_expired``; the relay opens a new one with the conversation, and
+    the browser sees a renewal notice, no error."""
+    relay = await start_relay(
+        emulator=EmulatorSettings(ice_addresses=("127.0.0.1",), max_session_secs=3.0),
+        rollover_lead_secs=0.0,
+    )
+    async with realtime_client(PacedAudioSource()) as client:
+        response = await client.connect(relay.http, relay.calls_url, "")
+        assert response.status == 201
+        call = relay.registry.get_call(response.headers["Location"].rsplit("/", 1)[-1])
+        await client.wait_for("session.created", timeout=10)
+        await _say(client, FIRST)
+        renewed = await client.wait_for(RENEWED_EVENT, timeout=10)
+        assert renewed["reason"] == "recovered"
+        assert FIRST in await _ask_recall(client)
+        assert "error" not in client.types(), client.types()
+        assert call.state == "active" and call.rollover.renewals == ["recovered"]
+
+
+async def test_a_killed_upstream_is_replaced_by_a_new_one_at_the_same_url(
+    start_relay: RelayFactory, tmp_path: Path
+) -> None:
+    """The emulator process is killed mid-call and another starts on the same port:
+    the relay notices (~1-1.5 s), opens a session on the new one with the conversation,
+    and the browser gets a renewal notice, no error, within 3 s of the kill."""
+    port = free_port()
+    env = {"RELAY_EMULATOR_API_KEYS": KEY, "RELAY_ICE_ADDRESSES": "127.0.0.1"}
+    first = start(["emulator", "--port", str(port)], env, tmp_path / "emulator1.log")
+    # The second emulator is the same command, its Python modules loaded in advance
+    # (it binds when told): the machine's load must not decide how fast it can start.
+    second = _warm_emulator(port, env, tmp_path / "emulator2.log")
+    try:
+        await wait_healthy(f"http://127.0.0.1:{port}/healthz", first)
+        relay = await start_relay(
+            openai_api_key=Secret(KEY), openai_base_url=f"http://127.0.0.1:{port}/v1"
+        )
+        async with realtime_client(PacedAudioSource()) as client:
+            response = await client.connect(relay.http, relay.calls_url, "")
+            assert response.status == 201, await response.text()
+            call = relay.registry.get_call(response.headers["Location"].rsplit("/", 1)[-1])
+            await client.wait_for("session.created", timeout=10)
+            await _say(client, FIRST)
+            await client.wait_for("conversation.item.done", timeout=5)
+            await asyncio.sleep(0.5)
+            first.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            first.wait(5)
+            assert second.stdin is not None
+            second.stdin.write(b"go\n")
+            second.stdin.flush()
+            renewed = await client.wait_for(RENEWED_EVENT, timeout=5)
+            renewed_after = time.monotonic() - killed
+            assert renewed["reason"] == "recovered"
+            print(f"renewed {renewed_after:.2f} s after the kill")
+            assert renewed_after < 3.0, f"renewed after {renewed_after:.2f} s"
+            assert "error" not in client.types(), client.types()
+            assert FIRST in await _ask_recall(client)
+            assert call.state == "active"
+    finally:
+        for proc in (first, second):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(5)
+        if second.stdin is not None:
+            second.stdin.close()
+
+
+def _warm_emulator(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    full_env = {**_base_env(), **env}
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, str(WARM_EMULATOR), "--port", str(port)],
+            env=full_env,
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=out,
+        )
+
+
+def _base_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}

@@ -6,6 +6,8 @@ session that dies (its cap reached unannounced, its process killed)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import signal
 import subprocess
 import sys
@@ -14,9 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import openai
 from relay_fixtures import RelayFactory, RelayUnderTest
 from support import PacedAudioSource, RealtimeClient, realtime_client
 from test_process import free_port, start, wait_healthy
+from test_sideband import (
+    API_KEY,
+    HIDE_TOOL_CALLS,
+    WEATHER_TOOL,
+    start_call,
+    until_attached,
+    user_says,
+)
 
 from relay.config import EmulatorSettings, Secret
 from relay.embedded import EMULATOR
@@ -127,7 +138,8 @@ async def test_an_expired_session_is_replaced_without_an_error(
         assert renewed["reason"] == "recovered"
         assert FIRST in await _ask_recall(client)
         assert "error" not in client.types(), client.types()
-        assert call.state == "active" and call.rollover.renewals == ["recovered"]
+        assert call.state == "active"
+        assert [r.reason for r in call.rollover.renewals] == ["recovered"]
 
 
 async def test_a_killed_upstream_is_replaced_by_a_new_one_at_the_same_url(
@@ -194,3 +206,68 @@ def _base_env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+
+
+async def test_a_renewed_session_keeps_the_secrets_config_policy_and_sideband(
+    start_relay: RelayFactory,
+) -> None:
+    """A call made with a client secret (locked instructions and tools, tool calls hidden
+    from the browser) and a backend on the sideband (the official SDK): the renewed
+    session has the secret's config, the backend hears of the renewal and still answers
+    the tool calls, and the browser still sees none of them."""
+    relay = await start_relay(
+        open_mode=False,
+        relay_api_key=Secret(API_KEY),
+        emulator=EmulatorSettings(ice_addresses=("127.0.0.1",), max_session_secs=5.0),
+        rollover_lead_secs=2.5,
+    )
+    session = {
+        "type": "realtime",
+        "instructions": "You report the weather.",
+        "tools": [WEATHER_TOOL],
+        "tool_choice": "auto",
+        "relay": HIDE_TOOL_CALLS,
+    }
+    backend = openai.AsyncOpenAI(api_key=API_KEY, base_url=relay.url("/v1"))
+    seen: list[str] = []
+    async with realtime_client() as browser:
+        call_id = await start_call(relay, browser, session)
+
+        async def sideband() -> None:
+            async with backend.realtime.connect(call_id=call_id) as connection:
+                async for event in connection:
+                    seen.append(event.type)
+                    if event.type == "response.function_call_arguments.done":
+                        await connection.conversation.item.create(
+                            item={
+                                "type": "function_call_output",
+                                "call_id": event.call_id,
+                                "output": json.dumps({"forecast": "sunny"}),
+                            }
+                        )
+                        await connection.response.create()
+
+        task = asyncio.ensure_future(sideband())
+        try:
+            await until_attached(relay, call_id, task)
+            await browser.wait_for(RENEWED_EVENT, timeout=10)
+            after = len(browser.events)
+            user_says(browser, "What is the weather in city Paris?")
+            spoken = await browser.wait_for("response.output_audio_transcript.done", 20, after)
+            assert "sunny" in spoken["transcript"], spoken
+            assert RENEWED_EVENT in seen
+            newest = relay.app[EMULATOR][SESSIONS].calls()[-1]
+            assert len(relay.app[EMULATOR][SESSIONS].calls()) >= 2
+            assert newest.config.instructions == "You report the weather."
+            assert [t["name"] for t in newest.config.data["tools"]] == ["get_weather"]
+            for event in browser.events:
+                assert not event["type"].startswith("response.function_call_arguments")
+                item = event.get("item") or {}
+                assert item.get("type") not in ("function_call", "function_call_output"), event
+            assert browser.types().count("session.created") == 1
+            assert "error" not in browser.types()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    await backend.close()

@@ -21,9 +21,10 @@ forced swap comes ``FORCE_MARGIN_SECS`` (5 s; a third of the lead if shorter) be
 cap, counted from before the key was minted, so OpenAI's clock cannot be earlier.
 
 **Recovery** uses the same steps when the current session dies (its process gone, ICE
-failed, ``session_expired``): a new session with the conversation, swapped in at once,
-if one opens within ``upstream_recovery_secs`` of OpenAI last being heard; otherwise the
-call ends with the caller told (an ``error`` event), as before.
+failed, ``session_expired``; not when OpenAI's side closes it on purpose): a new session
+with the conversation, swapped in at once, if one opens within ``upstream_recovery_secs``
+of OpenAI last being heard; otherwise the call ends with the caller told (an ``error``
+event), as before.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import json
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -42,11 +44,11 @@ from ..caller.leg import CallRequest
 from ..config import Settings
 from ..events import EventBridge
 from ..media.downlink import AgentAudio
-from ..media.opus import FRAME_TICKS, RTP_WRAP
 from ..media.tracks import UplinkTrack
 from ..taps import CallTaps, TappedEvent
 from .context import Activity, SessionUpdates, Transcript
-from .leg import PacketSink, UpstreamLeg
+from .handover import KEEP_RENEWALS, AgentClock, NewSession
+from .leg import UpstreamLeg
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +60,13 @@ RETRY_AFTER_SECS = 5.0
 #: Recovery: pause between attempts (a refused connection fails at once).
 RECOVERY_PAUSE_SECS = 0.1
 #: Recovery: the last attempt, begun before the deadline, may finish this much after it.
-ATTEMPT_GRACE_SECS = 1.5
+ATTEMPT_GRACE_SECS = 3.0
 #: Recovery gets at least this long, however long ago OpenAI was last heard.
 MIN_RECOVERY_SECS = 0.3
 RENEWED_EVENT = "relay.session.renewed"
+#: How a session may die and be replaced: its peer gone (the probe, ICE) or its cap hit.
+#: A session OpenAI's side closes (a hangup) ends the call.
+RECOVERABLE = ("upstream_failed", "upstream_session_expired")
 
 
 class Host(Protocol):
@@ -80,96 +85,25 @@ class Host(Protocol):
 LegFactory = Callable[[Callable[[str], None]], UpstreamLeg]
 
 
-class AgentClock:
-    """Agent packets of the call's current leg only, with RTP timestamps that continue
-    across legs (a new session starts its own random timeline)."""
-
-    def __init__(self, sink: PacketSink) -> None:
-        self._sink = sink
-        self.current: UpstreamLeg | None = None
-        self._offset = 0
-        self._last: int | None = None
-        self._last_at = 0.0
-        self._rebase = False
-        #: The agent audio's gap at the last swap (ms between the last packet of the old
-        #: session and the first of the new one).
-        self.last_gap_ms: float | None = None
-
-    def sink_for(self, leg: UpstreamLeg) -> PacketSink:
-        def sink(payload: bytes, rtp_timestamp: int) -> None:
-            if leg is self.current:
-                self._forward(payload, rtp_timestamp)
-
-        return sink
-
-    def adopt(self, leg: UpstreamLeg) -> None:
-        """Start following ``leg`` (the call's first), as it is."""
-        if self.current is None:
-            self.current = leg
-            leg.agent_sink(self.sink_for(leg))
-
-    def follow(self, leg: UpstreamLeg) -> None:
-        self.current, self._rebase = leg, self._last is not None
-
-    def _forward(self, payload: bytes, rtp_timestamp: int) -> None:
-        now = time.monotonic()
-        if self._rebase and self._last is not None:
-            self._rebase = False
-            self.last_gap_ms = (now - self._last_at) * 1000
-            frames = max(1, round((now - self._last_at) * 50))  # 20 ms frames
-            self._offset = (self._last + frames * FRAME_TICKS - rtp_timestamp) % RTP_WRAP
-        out = (rtp_timestamp + self._offset) % RTP_WRAP
-        self._last, self._last_at = out, now
-        self._sink(payload, out)
-
-
-class _NewSession:
-    """A new leg's events until it takes over the call: its ``session.created`` and the
-    acknowledgements of the items seeded into it."""
-
-    def __init__(self) -> None:
-        self.created = asyncio.Event()
-        self.session: dict[str, Any] = {}
-        self.pending: set[str] = set()
-        self.settled = asyncio.Event()
-        self.errors: list[str] = []
-
-    def on_message(self, message: str | bytes) -> None:
-        try:
-            event = json.loads(message)
-        except ValueError:
-            return
-        if not isinstance(event, dict):
-            return
-        kind = event.get("type")
-        item: dict[str, Any] = event["item"] if isinstance(event.get("item"), dict) else {}
-        if kind == "session.created" and isinstance(event.get("session"), dict):
-            self.session = event["session"]
-            self.created.set()
-        elif kind in ("conversation.item.done", "conversation.item.created"):
-            self._acked(str(item.get("id")))
-        elif kind == "error":
-            error: dict[str, Any] = event["error"] if isinstance(event.get("error"), dict) else {}
-            self.errors.append(str(error.get("code")))
-            self._acked(str(error.get("event_id") or "").removeprefix("relay_seed_"))
-
-    def expect(self, item_id: str) -> None:
-        self.pending.add(item_id)
-        self.settled.clear()
-
-    def _acked(self, item_id: str) -> None:
-        self.pending.discard(item_id)
-        if not self.pending:
-            self.settled.set()
-
-
 @dataclass
 class _Prepared:
     leg: UpstreamLeg
     uplink: UplinkTrack
-    events: _NewSession
+    events: NewSession
+    opened_secs: float = 0.0
     seeded: set[str] = field(default_factory=set)
     lost: bool = False
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """One swap to a new upstream session (for tests, benchmarks and logs)."""
+
+    reason: str  # rollover (at a quiet moment), forced (at the cap), recovered
+    at: float  # monotonic
+    items_carried: int
+    #: Opening and seeding the new session (before any wait for a quiet moment).
+    prepare_secs: float
 
 
 class Rollover:
@@ -211,8 +145,8 @@ class Rollover:
         self._lost: tuple[str, float] = ("", 0.0)  # why and until when recovery runs
         self._roll_task: asyncio.Task[Any] | None = None
         self._wake = asyncio.Event()
-        #: Swaps so far, and the reason of each (``rollover``, ``forced``, ``recovered``).
-        self.renewals: list[str] = []
+        #: Swaps so far, oldest first.
+        self.renewals: deque[Renewal] = deque(maxlen=KEEP_RENEWALS)
 
     # -- what the call tells it ------------------------------------------------------
 
@@ -239,7 +173,7 @@ class Rollover:
         should end (recovery is off, or it was tried and failed)."""
         if self._recovering:
             return True
-        if self._recovery_secs <= 0 or self._failed:
+        if self._recovery_secs <= 0 or self._failed or outcome not in RECOVERABLE:
             return False
         self._recovering = True
         self.clock.adopt(self._call.upstream)
@@ -310,7 +244,7 @@ class Rollover:
                 bound = deadline + ATTEMPT_GRACE_SECS - time.monotonic()
                 prepared = await asyncio.wait_for(self._open_seeded(), bound)
             except Exception as exc:  # noqa: BLE001 (any failure: try again until the deadline)
-                logger.info("upstream recovery attempt failed: %r", exc)
+                logger.warning("upstream recovery attempt failed: %r", exc)
                 pause = min(RECOVERY_PAUSE_SECS, deadline - time.monotonic())
                 await asyncio.sleep(max(0.0, pause))
                 continue
@@ -333,8 +267,9 @@ class Rollover:
 
     async def _open_seeded(self) -> _Prepared:
         """A new upstream session for the call, seeded with the conversation so far."""
-        events = _NewSession()
+        events = NewSession()
         uplink = UplinkTrack()
+        started = time.monotonic()
         leg = self._make_leg(lambda outcome: self._leg_ended(leg, outcome))
         self._legs.add(leg)
         try:
@@ -350,6 +285,7 @@ class Rollover:
             prepared = _Prepared(leg, uplink, events)
             self._replay_updates(leg)
             await self._seed(prepared)
+            prepared.opened_secs = time.monotonic() - started
             return prepared
         except BaseException:
             uplink.stop()
@@ -393,6 +329,7 @@ class Rollover:
         self.clock.adopt(old)
         old.detach()
         new.attach(call.bridge)
+        new.decode_agent(call.taps.wants_agent_audio())
         self.clock.follow(new)
         self._legs.discard(new)
         old_uplink = call.replace_upstream(new, prepared.uplink)
@@ -401,7 +338,9 @@ class Rollover:
         self._legs.add(old)
         self._spawn(self._drop(old))
         self.activity = Activity()
-        self.renewals.append(reason)
+        self.renewals.append(
+            Renewal(reason, time.monotonic(), len(prepared.seeded), prepared.opened_secs)
+        )
         self._announce(prepared, reason)
         logger.info("upstream session renewed (%s), %d items carried", reason, len(prepared.seeded))
 
@@ -417,7 +356,10 @@ class Rollover:
             "items_carried": len(prepared.seeded),
         }
         text = json.dumps(notice)
-        self._call.bridge.caller.send(text)
+        policy = self._call.bridge.policy
+        shown = policy.server_view(notice, text) if policy is not None else text
+        if shown is not None:  # a policy may hide it like any server event
+            self._call.bridge.caller.send(shown)
         self._call.taps.event(TappedEvent("server", RENEWED_EVENT, notice, text, time.time()))
 
     async def _drop(self, leg: UpstreamLeg) -> None:

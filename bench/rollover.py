@@ -43,7 +43,7 @@ from bench.table import Table, num  # noqa: E402
 from relay.config import EmulatorSettings, Settings  # noqa: E402
 from relay.embedded import EMULATOR, build_app  # noqa: E402
 from relay.emulator.app import SESSIONS  # noqa: E402
-from relay.emulator.session import EmulatedCall  # noqa: E402
+from relay.emulator.registry import CallRegistry  # noqa: E402
 from relay.http.state import REGISTRY  # noqa: E402
 from relay.upstream.rollover import Renewal  # noqa: E402
 
@@ -84,7 +84,7 @@ async def run(args: argparse.Namespace) -> None:
             call = server.app[REGISTRY].get_call(call_id)
             assert call is not None
             await asyncio.sleep(args.seconds)
-            sessions = server.app[EMULATOR][SESSIONS].calls()
+            sessions = server.app[EMULATOR][SESSIONS]
             renewals = list(call.rollover.renewals)
             relay_gaps = list(call.rollover.clock.gaps_ms)
             arrival = list(client.sink.arrival)
@@ -92,14 +92,15 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         await server.close()
     report(args, renewals, sessions, relay_gaps, arrival)
-    received = sum(session.received.frames for session in sessions)
-    print(f"caller frames: {sent} sent, {received} received by the {len(sessions)} sessions")
+    calls = sessions.calls()
+    received = sum(session.received.frames for session in calls)
+    print(f"caller frames: {sent} sent, {received} received by the {len(calls)} sessions")
 
 
 def report(
     args: argparse.Namespace,
     renewals: list[Renewal],
-    sessions: list[EmulatedCall],
+    sessions: CallRegistry,
     relay_gaps: list[float],
     arrival: list[float],
 ) -> None:
@@ -113,7 +114,9 @@ def report(
     caller_gaps, caller_side = [], []
     start = arrival[0] if arrival else 0.0
     for index, renewal in enumerate(renewals):
-        last, first = sessions[index].received.last_at, sessions[index + 1].received.first_at
+        old, new = sessions.get(renewal.old_call_id), sessions.get(renewal.new_call_id)
+        last = old.received.last_at if old is not None else None
+        first = new.received.first_at if new is not None else None
         caller = (first - last) * 1000 if first is not None and last is not None else float("nan")
         heard = longest_interval(
             arrival,

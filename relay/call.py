@@ -309,8 +309,9 @@ class Call:
         try:
             if leg == "caller":
                 alive = await self.caller.answers(PROBE_SECS)
-            else:
-                alive = await self.upstream.answers(PROBE_SECS)
+            else:  # a leg swapped out meanwhile (a rollover) is not the call's to judge
+                upstream = self.upstream
+                alive = await upstream.answers(PROBE_SECS) or upstream is not self.upstream
         finally:
             self._probing.discard(leg)
         if not alive and self.state == "active":

@@ -104,6 +104,9 @@ class Renewal:
     items_carried: int
     #: Opening and seeding the new session (before any wait for a quiet moment).
     prepare_secs: float
+    #: The upstream call ids (OpenAI's ``rtc_...``) of the old and the new session.
+    old_call_id: str | None = None
+    new_call_id: str | None = None
 
 
 class Rollover:
@@ -339,7 +342,14 @@ class Rollover:
         self._spawn(self._drop(old))
         self.activity = Activity()
         self.renewals.append(
-            Renewal(reason, time.monotonic(), len(prepared.seeded), prepared.opened_secs)
+            Renewal(
+                reason,
+                time.monotonic(),
+                len(prepared.seeded),
+                prepared.opened_secs,
+                old.call_id,
+                new.call_id,
+            )
         )
         self._announce(prepared, reason)
         logger.info("upstream session renewed (%s), %d items carried", reason, len(prepared.seeded))

@@ -147,7 +147,17 @@ def report(
             f"max {max(caller_gaps):.0f}"
         )
     if relay_gaps:
-        print(f"agent gap at the relay ms: max {max(relay_gaps):.0f}")
+        print(
+            f"agent gap at the relay ms: median {statistics.median(relay_gaps):.0f}, "
+            f"max {max(relay_gaps):.0f}"
+        )
+    if renewals:
+        prepare = [r.prepare_secs * 1000 for r in renewals]
+        quiet = sum(1 for r in renewals if r.reason == "rollover")
+        print(
+            f"prepare ms: median {statistics.median(prepare):.0f}, max {max(prepare):.0f}; "
+            f"{quiet} of {len(renewals)} swaps at a quiet moment"
+        )
     if caller_side and floor_ms:
         p99 = floor_ms[int(len(floor_ms) * 0.99)]
         print(

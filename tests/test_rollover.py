@@ -287,3 +287,27 @@ async def test_a_renewed_session_keeps_the_secrets_config_policy_and_sideband(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
     await backend.close()
+
+
+async def test_the_carried_conversation_is_the_most_recent_within_the_budget(
+    start_relay: RelayFactory,
+) -> None:
+    """A context budget of 20 tokens (4 characters each, 4 per item) carries the last two
+    of four messages: the renewed session's first message is the third one said."""
+    relay = await start_relay(
+        emulator=EmulatorSettings(ice_addresses=("127.0.0.1",), max_session_secs=8.0),
+        rollover_lead_secs=4.0,
+        rollover_context_tokens=20,
+    )
+    said = ["First message alpha.", "Second message bravo.", "Third message charlie."]
+    said.append("Fourth message delta.")
+    async with realtime_client(PacedAudioSource()) as client:
+        response = await client.connect(relay.http, relay.calls_url, "")
+        assert response.status == 201
+        await client.wait_for("session.created", timeout=10)
+        for text in said:
+            await _say(client, text)
+        renewed = await client.wait_for(RENEWED_EVENT, timeout=15)
+        assert renewed["items_carried"] == 2, renewed
+        answer = await _ask_recall(client)
+        assert said[2] in answer and said[0] not in answer, answer

@@ -29,6 +29,8 @@ ITEM_OVERHEAD_TOKENS = 4
 SETTLE_SECS = 0.5
 #: A user audio item waits this long at most for its transcript before a swap.
 TRANSCRIPT_WAIT_SECS = 3.0
+#: Items remembered (the oldest forgotten first): far more than any context budget.
+MAX_ITEMS = 1000
 
 _TEXT_EVENTS = {
     "conversation.item.input_audio_transcription.completed": "transcript",
@@ -105,8 +107,7 @@ class Transcript:
             item_id, text = event.get("item_id"), event.get(_TEXT_EVENTS[str(kind)])
             if isinstance(item_id, str) and isinstance(text, str):
                 role = "user" if "input_audio" in str(kind) else "assistant"
-                entry = self._items.setdefault(item_id, _Item("message", role))
-                entry.text = text
+                self._entry(item_id, "message", role).text = text
         elif kind == "conversation.item.deleted":
             self._items.pop(str(event.get("item_id")), None)
 
@@ -115,7 +116,7 @@ class Transcript:
         kind = next((k for k in _KINDS if k == item.get("type")), None)
         if not isinstance(item_id, str) or kind is None:
             return
-        entry = self._items.setdefault(item_id, _Item(kind))
+        entry = self._entry(item_id, kind)
         if kind == "message":
             entry.role = str(item.get("role") or entry.role)
             entry.text = _text_of(item) or entry.text
@@ -126,6 +127,18 @@ class Transcript:
         else:
             entry.call_id = str(item.get("call_id") or entry.call_id)
             entry.text = str(item.get("output") or entry.text)
+
+    def carriable(self, dialect: str) -> set[str]:
+        """The ids of the items that have something to carry now."""
+        return {i for i, entry in self._items.items() if entry.payload(dialect) is not None}
+
+    def _entry(self, item_id: str, kind: ItemKind, role: str = "") -> _Item:
+        entry = self._items.get(item_id)
+        if entry is None:
+            entry = self._items[item_id] = _Item(kind, role)
+            if len(self._items) > MAX_ITEMS:
+                del self._items[next(iter(self._items))]
+        return entry
 
     def items(
         self, budget_tokens: int, dialect: str, skip: frozenset[str] = frozenset()
@@ -157,6 +170,7 @@ class Activity:
     def __init__(self) -> None:
         self.speaking = False
         self.playing = False
+        self.playing_response = ""
         self.responses: set[str] = set()
         self.awaiting_transcript: dict[str, float] = {}
         self.changed_at = 0.0
@@ -173,6 +187,7 @@ class Activity:
             self.responses.discard(str((event.get("response") or {}).get("id")))
         elif kind == "output_audio_buffer.started":
             self.playing = True
+            self.playing_response = str(event.get("response_id") or "")
         elif kind in ("output_audio_buffer.stopped", "output_audio_buffer.cleared"):
             self.playing = False
         elif kind in ("conversation.item.added", "conversation.item.created"):

@@ -92,6 +92,8 @@ class _Prepared:
     events: NewSession
     opened_secs: float = 0.0
     seeded: set[str] = field(default_factory=set)
+    #: Items already weighed for seeding (carried, or left out by the budget).
+    weighed: set[str] = field(default_factory=set)
     lost: bool = False
 
 
@@ -305,7 +307,8 @@ class Rollover:
 
     async def _seed(self, prepared: _Prepared) -> None:
         """Create the items not yet carried (all, the first time) and wait for them."""
-        items = self.transcript.items(self._budget, self._dialect, frozenset(prepared.seeded))
+        items = self.transcript.items(self._budget, self._dialect, frozenset(prepared.weighed))
+        prepared.weighed.update(self.transcript.carriable(self._dialect))
         if not items:
             return
         for item_id, payload in items:
@@ -340,6 +343,7 @@ class Rollover:
         old_uplink.stop()
         self._legs.add(old)
         self._spawn(self._drop(old))
+        self._end_cut_turns(self.activity)
         self.activity = Activity()
         self.renewals.append(
             Renewal(
@@ -354,6 +358,36 @@ class Rollover:
         self._announce(prepared, reason)
         logger.info("upstream session renewed (%s), %d items carried", reason, len(prepared.seeded))
 
+    def _end_cut_turns(self, activity: Activity) -> None:
+        """A forced swap cuts the old session's response: the browser gets the ends it
+        waits for (``output_audio_buffer.stopped``, ``response.done`` cancelled)."""
+        cut: list[dict[str, Any]] = []
+        if activity.playing:
+            cut.append(
+                {"type": "output_audio_buffer.stopped", "response_id": activity.playing_response}
+            )
+        for response_id in sorted(activity.responses):
+            response = {
+                "id": response_id,
+                "object": "realtime.response",
+                "status": "cancelled",
+                "status_details": {"type": "cancelled", "reason": "session_renewed"},
+                "output": [],
+            }
+            cut.append({"type": "response.done", "response": response})
+        for event in cut:
+            self._relay_event({"event_id": "event_relay" + secrets.token_hex(8), **event})
+
+    def _relay_event(self, event: dict[str, Any]) -> None:
+        """A server event of the relay's own: to the browser (as its policy allows) and
+        to the call's observers."""
+        text = json.dumps(event)
+        policy = self._call.bridge.policy
+        shown = policy.server_view(event, text) if policy is not None else text
+        if shown is not None:
+            self._call.bridge.caller.send(shown)
+        self._call.taps.event(TappedEvent("server", event["type"], event, text, time.time()))
+
     def _announce(self, prepared: _Prepared, reason: str) -> None:
         notice = {
             "type": RENEWED_EVENT,
@@ -365,12 +399,7 @@ class Rollover:
             },
             "items_carried": len(prepared.seeded),
         }
-        text = json.dumps(notice)
-        policy = self._call.bridge.policy
-        shown = policy.server_view(notice, text) if policy is not None else text
-        if shown is not None:  # a policy may hide it like any server event
-            self._call.bridge.caller.send(shown)
-        self._call.taps.event(TappedEvent("server", RENEWED_EVENT, notice, text, time.time()))
+        self._relay_event(notice)
 
     async def _drop(self, leg: UpstreamLeg) -> None:
         try:

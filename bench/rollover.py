@@ -15,8 +15,9 @@ process, on 127.0.0.1, sharing one monotonic clock. For each swap:
 * agent gap (caller): the longest interval between decoded agent frames at the caller
   around the swap (from 0.2 s before to 1 s after), beside the same statistic over the
   rest of the call (the jitter floor: p99 and max of every interval);
-* caller frames: sent by the caller and received by all the sessions together (the
-  frames in a session's receive buffer when it is dropped, 4 with aiortc's, are lost);
+* caller frames: sent by the caller and received by all the sessions together (a new
+  session first gets the last 5 frames the old one was sent, which its receive buffer, 4
+  frames with aiortc's, still held: more frames are received than sent);
 * prepare: opening the new session (key, ICE, DTLS, ``session.created``) and seeding
   it with the conversation, before any wait for a quiet moment.
 """

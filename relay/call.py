@@ -17,6 +17,9 @@ socket) given in the :class:`CallRequest`. Either feeds the same caller pipeline
 the same agent packets, and talks through the same event bridge; the rest of the call
 does not know which it has.
 
+The upstream leg may change during the call: :class:`~relay.upstream.rollover.Rollover`
+renews the session before its cap and replaces one that dies (:meth:`replace_upstream`).
+
 ``close()`` is idempotent and awaited by whoever ends the call (hangup, a leg that
 fails or closes, the media watchdog, the upstream session ending, shutdown)."""
 
@@ -378,11 +381,8 @@ class Call:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._told_caller:  # let the error event leave before the channel closes
             await asyncio.sleep(ERROR_FLUSH_SECS)
-        closing = [
-            self.caller.close(),
-            self.upstream.close(hangup=hangup_upstream),
-            self.rollover.close(),
-        ]
+        await self.rollover.close()  # first: no swap may change the upstream leg after
+        closing = [self.caller.close(), self.upstream.close(hangup=hangup_upstream)]
         results = await asyncio.gather(*closing, return_exceptions=True)
         for result in results:
             if isinstance(result, Exception):

@@ -8,6 +8,7 @@ Neither ever restarts its timestamps, which would make RTP timestamps go backwar
 
 from __future__ import annotations
 
+import collections
 import fractions
 
 from aiortc import MediaStreamTrack
@@ -18,6 +19,7 @@ from ..queues import DropOldestQueue
 from .opus import FRAME_TICKS, OPUS_CLOCK, RTP_WRAP
 
 DEFAULT_MAX_FRAMES = 10  # 200 ms of audio: the most a queue may hold before dropping
+RECENT_FRAMES = 5
 
 
 class _OpusPacketTrack(MediaStreamTrack):
@@ -68,6 +70,9 @@ class UplinkTrack(_OpusPacketTrack):
     def __init__(self, max_frames: int = DEFAULT_MAX_FRAMES) -> None:
         super().__init__(max_frames)
         self._last_pts = -FRAME_TICKS
+        #: The last frames pushed (a renewed upstream session hears them again: see
+        #: relay/upstream/rollover.py).
+        self.recent: collections.deque[tuple[bytes, int]] = collections.deque(maxlen=RECENT_FRAMES)
 
     @property
     def frames_sent(self) -> int:
@@ -76,6 +81,7 @@ class UplinkTrack(_OpusPacketTrack):
     def push(self, payload: bytes, pts: int) -> None:
         if payload:
             self._queue.put((payload, pts))
+            self.recent.append((payload, pts))
 
     def _next_pts(self, pts: int) -> int:
         # Drops upstream of us must never move the clock backwards.

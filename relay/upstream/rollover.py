@@ -59,6 +59,9 @@ SEED_TIMEOUT_SECS = 5.0
 RETRY_AFTER_SECS = 5.0
 #: Recovery: pause between attempts (a refused connection fails at once).
 RECOVERY_PAUSE_SECS = 0.1
+#: The old session is closed this long after a swap, not in the swap's first moments
+#: (closing a peer connection and hanging up cost the event loop a few milliseconds).
+RETIRE_AFTER_SECS = 1.0
 #: Recovery: the last attempt, begun before the deadline, may finish this much after it.
 ATTEMPT_GRACE_SECS = 3.0
 #: Recovery gets at least this long, however long ago OpenAI was last heard.
@@ -73,6 +76,7 @@ class Host(Protocol):
     """What the rollover uses of its call (:class:`relay.call.Call`)."""
 
     upstream: UpstreamLeg
+    uplink: UplinkTrack
     bridge: EventBridge
     agent_audio: AgentAudio
     taps: CallTaps
@@ -338,11 +342,13 @@ class Rollover:
         new.decode_agent(call.taps.wants_agent_audio())
         self.clock.follow(new)
         self._legs.discard(new)
+        for payload, pts in call.uplink.recent:  # what the old session had not yet heard
+            prepared.uplink.push(payload, pts)
         old_uplink = call.replace_upstream(new, prepared.uplink)
         prepared.uplink.packets_sent = old_uplink.packets_sent
         old_uplink.stop()
         self._legs.add(old)
-        self._spawn(self._drop(old))
+        self._spawn(self._drop(old, after_secs=RETIRE_AFTER_SECS))
         self._end_cut_turns(self.activity)
         self.activity = Activity()
         self.renewals.append(
@@ -401,8 +407,9 @@ class Rollover:
         }
         self._relay_event(notice)
 
-    async def _drop(self, leg: UpstreamLeg) -> None:
+    async def _drop(self, leg: UpstreamLeg, *, after_secs: float = 0.0) -> None:
         try:
+            await asyncio.sleep(after_secs)
             await leg.close(hangup=True)
         finally:
             self._legs.discard(leg)

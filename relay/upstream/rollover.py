@@ -129,8 +129,9 @@ class Rollover:
     ) -> None:
         self._call = call
         cap = settings.upstream_session_max_secs
-        if settings.embedded_emulator:
-            cap = min(cap, settings.emulator.max_session_secs)
+        if settings.embedded_emulator:  # beta sessions: half the cap, as OpenAI's were
+            emulated = settings.emulator.max_session_secs
+            cap = min(cap, emulated / 2 if dialect == "beta" else emulated)
         self.cap_secs = cap
         self.lead_secs = min(settings.rollover_lead_secs, cap / 2)
         self.force_margin_secs = min(FORCE_MARGIN_SECS, self.lead_secs / 3)

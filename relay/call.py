@@ -23,6 +23,9 @@ A caller leg that is *lost* (not closed) is waited for ``caller_grace_secs``: th
 call's :meth:`resume` (:class:`~relay.caller.resume.CallerReconnect`) attaches the
 browser's next leg to the same call, upstream session, recording and observers.
 
+The upstream leg may change during the call: :class:`~relay.upstream.rollover.Rollover`
+renews the session before its cap and replaces one that dies (:meth:`replace_upstream`).
+
 ``close()`` is idempotent and awaited by whoever ends the call (hangup, a leg that
 fails or closes, the media watchdog, the upstream session ending, shutdown)."""
 
@@ -59,6 +62,7 @@ from .taps import CallEnd, CallInfo, CallTaps, Leg, SetupResult, TappedEvent, Tr
 from .tasks import all_or_nothing
 from .upstream.leg import Upstream, UpstreamLeg, new_upstream_leg
 from .upstream.openai import OpenAIConnector
+from .upstream.rollover import Rollover
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +76,10 @@ ERROR_FLUSH_SECS = 0.15
 #: What the browser is told (an ``error`` event) when the call ends on OpenAI's side.
 UPSTREAM_LOST = {
     "upstream_session_ended": ("upstream_session_ended", "OpenAI ended the session."),
+    "upstream_session_expired": (
+        "upstream_session_expired",
+        "OpenAI's session reached its time limit and could not be renewed.",
+    ),
     "": ("upstream_connection_lost", "The connection to OpenAI was lost; the call has ended."),
 }
 
@@ -134,6 +142,30 @@ class Call(CallerReconnect):
         self._closing = False
         self._early_events: list[TappedEvent] = []
         self._log = logging.LoggerAdapter(logger, {"call_id": self.id})
+        #: Renews the upstream session before its cap, and replaces one that dies.
+        self.rollover = Rollover(
+            self,
+            settings,
+            dialect=connector.dialect,
+            make_leg=self._upstream_leg,
+            end=self._end_soon,
+        )
+
+    def _upstream_leg(self, on_ended: Callable[[str], None]) -> UpstreamLeg:
+        return UpstreamLeg(
+            connector=self._connector,
+            ice=self._ice.upstream_plan(),
+            ice_timeout_secs=self._settings.ice_timeout_secs,
+            on_ended=on_ended,
+            on_agent_track=self._on_agent_track,
+        )
+
+    def replace_upstream(self, leg: UpstreamLeg, uplink: UplinkTrack) -> UplinkTrack:
+        """Rollover and recovery: ``leg`` (opened, seeded, attached to the bridge) is
+        the call's upstream from now on, fed by ``uplink``; returns the old uplink."""
+        old, self.upstream, self.uplink = self.uplink, leg, uplink
+        self.caller_audio.uplink = uplink
+        return old
 
     # -- read-only views -------------------------------------------------------------
 
@@ -258,6 +290,7 @@ class Call(CallerReconnect):
         if self.state == "setting_up":
             self._early_events.append(event)
             return
+        self.rollover.on_event(event)
         if event.type == "input_audio_buffer.speech_stopped":
             self.agent_audio.caller_stopped_speaking()
         elif event.type == "input_audio_buffer.speech_started":
@@ -279,6 +312,7 @@ class Call(CallerReconnect):
         goodbye; a muted caller or a quiet agent is not hung up while its peer answers)."""
         if self.state != "active":
             return
+        self.rollover.tick(now)
         self.upstream.decode_agent(self.taps.wants_agent_audio())
         self._check_alive("upstream", self.agent_audio.last_packet_at, UPSTREAM_QUIET_SECS, now)
         if self._watch_media and not self.grace.waiting:
@@ -298,8 +332,9 @@ class Call(CallerReconnect):
         try:
             if leg == "caller":
                 alive = await self.caller.answers(PROBE_SECS)
-            else:
-                alive = await self.upstream.answers(PROBE_SECS)
+            else:  # a leg swapped out meanwhile (a rollover) is not the call's to judge
+                upstream = self.upstream
+                alive = await upstream.answers(PROBE_SECS) or upstream is not self.upstream
         finally:
             self._probing.discard(leg)
         if not alive and self.state == "active":
@@ -323,6 +358,8 @@ class Call(CallerReconnect):
         if self._closing:
             return
         if outcome.startswith("upstream_") and self.state == "active":
+            if self.rollover.recover(outcome):
+                return
             self.bridge.caller.send(error_event(*UPSTREAM_LOST.get(outcome, UPSTREAM_LOST[""])))
             self._told_caller = True
         self._spawn(self.close(outcome))
@@ -368,6 +405,7 @@ class Call(CallerReconnect):
         if self._told_caller:  # let the error event leave before the channel closes
             await asyncio.sleep(ERROR_FLUSH_SECS)
         self.grace.cancel()
+        await self.rollover.close()  # first: no swap may change the upstream leg after
         closing = [self.caller.close(), self.upstream.close(hangup=hangup_upstream)]
         closing += [leg.close() for leg in self._retired]
         results = await asyncio.gather(*closing, return_exceptions=True)

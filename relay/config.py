@@ -368,6 +368,31 @@ class Settings:
     redis_timeout_secs: float = setting(
         1.0, "RELAY_REDIS_TIMEOUT_SECS", "bound on every Redis operation (connect included)"
     )
+    upstream_session_max_secs: float = setting(
+        3600.0,
+        "RELAY_UPSTREAM_SESSION_MAX_SECS",
+        "the upstream session's duration cap (OpenAI's: 60 min); the relay renews a call's "
+        "session before it (with the built-in emulator: the emulator's cap, if lower)",
+    )
+    rollover_lead_secs: float = setting(
+        120.0,
+        "RELAY_ROLLOVER_LEAD_SECS",
+        "how long before the cap the relay opens the next upstream session and waits for a "
+        "quiet moment to swap to it (forced just before the cap); 0 turns rollover off",
+    )
+    rollover_context_tokens: int = setting(
+        16000,
+        "RELAY_ROLLOVER_CONTEXT_TOKENS",
+        "the conversation carried into a renewed session as text, most recent first, in "
+        "estimated tokens (4 characters each)",
+    )
+    upstream_recovery_secs: float = setting(
+        1.2,
+        "RELAY_UPSTREAM_RECOVERY_SECS",
+        "an upstream session that dies: how long after OpenAI was last heard the relay "
+        "keeps trying to open a new one with the conversation before the caller gets an "
+        "`error` and the call ends; 0 turns recovery off",
+    )
     #: Emulator used when ``openai_api_key`` is ``None``.
     emulator: EmulatorSettings = field(default_factory=EmulatorSettings)
 

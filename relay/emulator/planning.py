@@ -3,7 +3,9 @@
 The agent's reply is derived from the last input: ``"You spoke for 2.3 seconds."``,
 ``"You said: <text>"``, ``"The tool returned: <output>"``... A response's
 ``instructions`` containing a line ``Say: <text>`` make it say exactly ``<text>`` (a
-hook for tests that need a given reply length).
+hook for tests that need a given reply length). A user message asking ``what did I say
+first?`` (or ``before``) is answered from the conversation's items: ``"Earlier you said:
+<the first (or the previous) user message>"``, so a test can tell what a session knows.
 
 Tool calls are deterministic: a function is called when ``tool_choice`` requires it
 (``required`` or naming it), or, with ``auto``, when the last user message's words name
@@ -31,6 +33,7 @@ from .session_schema import BETA_RESPONSE, GA_RESPONSE
 
 MAX_REPLY_CHARS = 400
 _SAY = re.compile(r"^\s*say:\s*(.+)$", re.IGNORECASE | re.MULTILINE)
+_RECALL = re.compile(r"\bwhat did i (?:just )?say (first|before)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -236,12 +239,35 @@ def _reply_to(entry: Entry) -> str | None:
     return "Sorry, I did not hear anything."
 
 
+def _user_words(entry: Entry) -> str:
+    item = entry.item
+    if item.get("type") != "message" or item.get("role") != "user":
+        return ""
+    parts = [p for p in item.get("content") or [] if isinstance(p, dict)]
+    return " ".join(str(p.get("text") or p.get("transcript") or "") for p in parts).strip()
+
+
+def _recall(asked: Entry, before: list[Entry]) -> str | None:
+    """The answer to "what did I say first/before?" from the earlier user messages."""
+    match = _RECALL.search(_user_words(asked))
+    if match is None:
+        return None
+    earlier = [words for words in map(_user_words, before) if words]
+    if not earlier:
+        return "You have not said anything before."
+    return f"Earlier you said: {earlier[0] if match.group(1).lower() == 'first' else earlier[-1]}"
+
+
 def reply_text(instructions: str, entries: list[Entry]) -> str:
     """What the agent says: a ``Say:`` line of the instructions, else a reply to the
-    last input it answers, else a greeting."""
+    last input it answers (a recall question: from the items before it), else a
+    greeting."""
     said = _SAY.search(instructions)
     if said:
         return said.group(1).strip()[:MAX_REPLY_CHARS]
-    replies = (_reply_to(entry) for entry in reversed(entries))
-    reply = next((r for r in replies if r is not None), "Hello! How can I help you today?")
-    return reply[:MAX_REPLY_CHARS]
+    for index in range(len(entries) - 1, -1, -1):
+        reply = _reply_to(entries[index])
+        if reply is not None:
+            recalled = _recall(entries[index], entries[:index])
+            return (recalled or reply)[:MAX_REPLY_CHARS]
+    return "Hello! How can I help you today?"

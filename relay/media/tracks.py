@@ -8,6 +8,7 @@ Neither ever restarts its timestamps, which would make RTP timestamps go backwar
 
 from __future__ import annotations
 
+import collections
 import fractions
 from collections.abc import Callable
 
@@ -20,6 +21,7 @@ from ..queues import DropOldestQueue
 from .opus import FRAME_TICKS, OPUS_CLOCK, RTP_WRAP
 
 DEFAULT_MAX_FRAMES = 10  # 200 ms of audio: the most a queue may hold before dropping
+RECENT_FRAMES = 5
 
 
 class _OpusPacketTrack(MediaStreamTrack):
@@ -74,6 +76,9 @@ class UplinkTrack(_OpusPacketTrack):
         #: (see :meth:`push_pcm`), and nothing is encoded or sent on this track.
         self.pcm_sink: Callable[[np.ndarray], None] | None = None
         self.pcm_frames_sent = 0
+        #: The last frames pushed (a renewed upstream session hears them again: see
+        #: relay/upstream/rollover.py).
+        self.recent: collections.deque[tuple[bytes, int]] = collections.deque(maxlen=RECENT_FRAMES)
 
     @property
     def frames_sent(self) -> int:
@@ -92,6 +97,7 @@ class UplinkTrack(_OpusPacketTrack):
     def push(self, payload: bytes, pts: int) -> None:
         if payload:
             self._queue.put((payload, pts))
+            self.recent.append((payload, pts))
 
     def _next_pts(self, pts: int) -> int:
         # Drops upstream of us must never move the clock backwards.

@@ -50,7 +50,8 @@ class CallerAudio:
         tap: CanonicalSink,
     ) -> None:
         self._denoiser = denoiser
-        self._uplink = uplink
+        #: Where the encoded frames go (a renewed upstream session brings its own).
+        self.uplink = uplink
         self._tap = tap
         #: Processing time of each packet since the last stats report.
         self.times = FrameTimes()
@@ -128,10 +129,10 @@ class CallerAudio:
         return pcm[:whole]
 
     def _forward_packet(self, payload: bytes, pcm: np.ndarray, wallclock: float) -> None:
-        if self._uplink.wants_pcm:  # an upstream that takes PCM: no Opus at all
+        if self.uplink.wants_pcm:  # an upstream that takes PCM: no Opus at all
             self._emit(self._resampler.push(pcm), wallclock)
             return
-        self._uplink.push(payload, self._out_pts)
+        self.uplink.push(payload, self._out_pts)
         self._out_pts += pcm.size * OPUS_CLOCK // self._rate
         for frame in self._resampler.push(pcm):
             self._tap(frame, wallclock)
@@ -145,10 +146,10 @@ class CallerAudio:
         """Canonical 20 ms frames to the taps and, encoded, to OpenAI."""
         for frame in frames:
             self._tap(frame, wallclock)
-            if self._uplink.wants_pcm:
-                self._uplink.push_pcm(frame)
+            if self.uplink.wants_pcm:
+                self.uplink.push_pcm(frame)
                 continue
-            self._uplink.push(self._encoder.encode(frame), self._out_pts)
+            self.uplink.push(self._encoder.encode(frame), self._out_pts)
             self._out_pts += CANONICAL_FRAME_SAMPLES * OPUS_CLOCK // CANONICAL_RATE
 
     def _skip_lost_audio(self, rtp_timestamp: int, duration: int) -> None:
@@ -160,8 +161,8 @@ class CallerAudio:
             if 0 < gap < _MAX_GAP:
                 self._out_pts += gap
                 self.loss_gaps += 1
-                if self._uplink.wants_pcm:
+                if self.uplink.wants_pcm:
                     silence = np.zeros(CANONICAL_FRAME_SAMPLES, dtype=np.int16)
                     for _ in range(min(gap // FRAME_TICKS, _MAX_PCM_GAP_FRAMES)):
-                        self._uplink.push_pcm(silence)
+                        self.uplink.push_pcm(silence)
         self._next_ts = (rtp_timestamp + duration) % RTP_WRAP

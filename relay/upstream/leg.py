@@ -1,23 +1,27 @@
 """The relay's leg to OpenAI: caller audio out, agent audio in, events.
 
-:class:`Upstream` is what a call needs of it, whatever carries it: WebRTC
-(:class:`UpstreamLeg`, here; the default) or OpenAI's WebSocket transport
-(:class:`~relay.upstream.websocket.WebSocketUpstreamLeg`), chosen by
-``RELAY_UPSTREAM_TRANSPORT`` (:func:`new_upstream_leg`).
-
 One leg per upstream session. It owns its peer connection (or socket); the call owns
-the leg and closes it (idempotent, awaited)."""
+the leg and closes it (idempotent, awaited). A call may go through several WebRTC legs
+(:mod:`relay.upstream.rollover`): a leg opened with no bridge keeps its events to a
+listener of its own until it is :meth:`attached <UpstreamLeg.attach>` to the call's."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
 from .. import aiortc_patches
@@ -33,6 +37,52 @@ logger = logging.getLogger(__name__)
 
 HANGUP_TIMEOUT_SECS = 2.0
 SDP_ERRORS = (ValueError, AssertionError, KeyError, IndexError)
+MessageHandler = Callable[[str | bytes], None]
+PacketSink = Callable[[bytes, int], None]
+
+
+class _ServerEvents:
+    """The leg's channel as the bridge sees it: OpenAI's ``session_expired`` error is
+    the leg's to handle (its session ends; the call goes on with a new one), not the
+    browser's to see."""
+
+    def __init__(self, channel: RTCDataChannel, on_expired: Callable[[], None]) -> None:
+        self._channel = channel
+        self._on_expired = on_expired
+
+    @property
+    def readyState(self) -> str:  # noqa: N802 (RTCDataChannel's name)
+        return str(self._channel.readyState)
+
+    def send(self, message: str) -> None:
+        self._channel.send(message)
+
+    def on(self, name: str, handler: Callable[..., Any]) -> Any:
+        if name != "message":
+            return self._channel.on(name, handler)
+
+        def filtered(message: str | bytes) -> None:
+            if _is_expiry(message):
+                self._on_expired()
+                return
+            handler(message)
+
+        return self._channel.on("message", filtered)
+
+
+def _is_expiry(message: str | bytes) -> bool:
+    if not isinstance(message, str) or '"session_expired"' not in message:
+        return False  # the cheap test first: almost every event stops here
+    try:
+        event = json.loads(message)
+    except ValueError:
+        return False
+    error = event.get("error") if isinstance(event, dict) else None
+    return (
+        event.get("type") == "error"
+        and isinstance(error, dict)
+        and error.get("code") == "session_expired"
+    )
 
 
 class Upstream(Protocol):
@@ -129,8 +179,12 @@ class UpstreamLeg:
             RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         )
         self.call_id: str | None = None
+        self.channel: RTCDataChannel | None = None
         self._connected = asyncio.Event()
         self.active = False
+        self._retired = False  # detached from the call while active: hang up at close
+        #: When the session was asked for (monotonic): its cap runs from about then.
+        self.opened_at = time.monotonic()
 
     async def open(
         self,
@@ -138,23 +192,28 @@ class UpstreamLeg:
         model: str,
         *,
         uplink: UplinkTrack,
-        agent_audio: AgentAudio,
-        bridge: EventBridge,
+        agent_audio: AgentAudio | PacketSink,
+        bridge: EventBridge | MessageHandler,
         decode_agent: bool,
     ) -> float:
-        """Mint a key, offer, connect; returns the seconds it took."""
-        started = time.monotonic()
+        """Mint a key, offer, connect; returns the seconds it took. Agent packets go to
+        ``agent_audio``; events go to ``bridge``, or a listener of the caller's."""
+        started = self.opened_at = time.monotonic()
         pc = self.pc
         transceiver = pc.addTransceiver(uplink, direction="sendrecv")
         pc.on("track", self._on_agent_track)
         pc.on("connectionstatechange", self._on_state)
-        channel = pc.createDataChannel("oai-events")
-        bridge.attach_upstream(channel)
+        channel = self.channel = pc.createDataChannel("oai-events")
+        if isinstance(bridge, EventBridge):
+            self.attach(bridge)
+        else:
+            channel.on("message", bridge)
         channel.on("close", lambda: self._ended("upstream_session_ended"))
         aiortc_patches.adopt(pc, self._ice)
-        agent_buffer = aiortc_patches.audio_buffer_of(transceiver.receiver)
-        agent_buffer.packet_sink = agent_audio.on_packet
-        agent_buffer.decode = decode_agent
+        self.agent_sink(
+            agent_audio.on_packet if isinstance(agent_audio, AgentAudio) else agent_audio
+        )
+        aiortc_patches.audio_buffer_of(transceiver.receiver).decode = decode_agent
         key = await self._offer_while_minting(session)
         upstream = await self._connector.create_call(pc.localDescription.sdp, key, model)
         self.call_id = upstream.call_id
@@ -200,6 +259,30 @@ class UpstreamLeg:
         if self.active:
             self._on_ended(outcome)
 
+    def attach(self, bridge: EventBridge) -> None:
+        """The call's events now flow through this leg (any earlier listener is gone)."""
+        assert self.channel is not None
+        self.channel.remove_all_listeners("message")
+        bridge.attach_upstream(
+            _ServerEvents(self.channel, lambda: self._ended("upstream_session_expired"))
+        )
+
+    def detach(self) -> None:
+        """Stop delivering this leg's events and its end: the call has moved on."""
+        self._retired, self.active = self.active, False
+        if self.channel is not None:
+            self.channel.remove_all_listeners("message")
+
+    def agent_sink(self, sink: PacketSink) -> None:
+        """Where this leg's agent packets go from now on."""
+        for transceiver in self.pc.getTransceivers():
+            aiortc_patches.audio_buffer_of(transceiver.receiver).packet_sink = sink
+
+    def send(self, event: str) -> None:
+        """An event for this leg's session only (seeding a new session)."""
+        if self.channel is not None and self.channel.readyState == "open":
+            self.channel.send(event)
+
     def decode_agent(self, wanted: bool) -> None:
         """Decode agent audio (for observers) only while someone wants it."""
         for transceiver in self.pc.getTransceivers():
@@ -227,7 +310,8 @@ class UpstreamLeg:
 
     async def close(self, *, hangup: bool) -> None:
         """Close the peer connection and (briefly) tell OpenAI. Idempotent."""
-        was_active, self.active = self.active, False
+        was_active, self.active = self.active or self._retired, False
+        self._retired = False
         await self.pc.close()
         if hangup and was_active and self.call_id:
             try:

@@ -9,6 +9,8 @@ PYTEST=(.venv/bin/python -m pytest "$@")
 # Things the tests fetch from package registries, fetched here, before the network goes:
 # OpenAI's browser Agents SDK (pinned, cached under the temporary folder).
 .venv/bin/python tests/browser/agents_sdk/install.py || echo "warning: could not fetch the Agents SDK"
+# mitmproxy (profile d's TLS-inspecting proxy), pinned, in a virtualenv of its own.
+.venv/bin/python tests/browser/mitm_proxy/install.py || echo "warning: could not install mitmproxy"
 if [ "${RELAY_TEST_NETNS:-1}" = "1" ] && unshare -n true 2>/dev/null; then
   exec unshare -n sh -c 'ip link set lo up && exec "$@"' sh "${PYTEST[@]}"
 elif [ "${RELAY_TEST_NETNS:-1}" = "1" ] && unshare -rn true 2>/dev/null; then

@@ -57,21 +57,30 @@ async def relay_on_443(
     return relay
 
 
-async def chromium_on(wrapper: Path, address: str, launch: Any, wav: Path, *extra: str) -> Any:
+async def chromium_on(
+    wrapper: Path, address: str, launch: Any, wav: Path, *extra: str, trust_spki: str = ""
+) -> Any:
     """Chromium run by ``wrapper`` (a namespace's), with ``wav`` as its microphone,
-    trusting the test's certificate and resolving nothing but ``address``."""
+    resolving nothing but ``address``; it accepts any certificate (the test's own
+    self-signed one), or with ``trust_spki`` only those of that key (base64 SHA-256 of a
+    SubjectPublicKeyInfo: a TLS-inspecting proxy's CA, whose leaves share its key)."""
+    trust = (
+        f"--ignore-certificate-errors-spki-list={trust_spki}"
+        if trust_spki
+        else "--ignore-certificate-errors"
+    )
     return await launch(
         wav=wav,
         executable=str(wrapper),
-        args=(
-            "--ignore-certificate-errors",  # the test's own self-signed certificate
-            f"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE {address}",
-            *extra,
-        ),
+        args=(trust, f"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE {address}", *extra),
     )
 
 
-async def chromium_inside(net: ClientNetwork, launch: Any, wav: Path, *extra: str) -> Any:
+async def chromium_inside(
+    net: ClientNetwork, launch: Any, wav: Path, *extra: str, trust_spki: str = ""
+) -> Any:
     """Chromium living on ``net``, with ``wav`` as its microphone."""
     assert CHROMIUM is not None
-    return await chromium_on(net.wrapper(CHROMIUM), net.host_ip, launch, wav, *extra)
+    return await chromium_on(
+        net.wrapper(CHROMIUM), net.host_ip, launch, wav, *extra, trust_spki=trust_spki
+    )

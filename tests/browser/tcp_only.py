@@ -4,6 +4,7 @@ built in on a namespace's host side, and Chromium living inside a namespace."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -84,3 +85,22 @@ async def chromium_inside(
     return await chromium_on(
         net.wrapper(CHROMIUM), net.host_ip, launch, wav, *extra, trust_spki=trust_spki
     )
+
+
+async def run_check_page(browser: Any, open_page: Any, relay: ServedRelay) -> tuple[Any, Any]:
+    """/check opened by ``browser``; returns its page and ``window.relayCheck.done``
+    (the results of each check, and the verdict's level)."""
+    check = await open_page(browser, relay.url("/check"), goto=False)
+    await check.page.goto(relay.url("/check"))
+    return check.page, await check.page.evaluate("window.relayCheck.done")
+
+
+async def calls_by_transport(relay: ServedRelay) -> dict[str, float]:
+    """``realtime_relay_calls_by_transport_total`` as ``GET /metrics`` shows it."""
+    async with relay.http.get(relay.url("/metrics"), ssl=False) as response:
+        assert response.status == 200, await response.text()
+        text = await response.text()
+    found = re.findall(
+        r'^realtime_relay_calls_by_transport_total\{transport="([^"]+)"\} (\S+)$', text, re.M
+    )
+    return {name: float(count) for name, count in found}

@@ -113,6 +113,11 @@ class ClientNetwork:
         """The client may send to ``address`` only (any protocol, any port)."""
         self._lockdown(f"ip daddr {address} accept")
 
+    def drop_udp(self) -> None:
+        """The client's UDP vanishes without a word (dropped, no ICMP error: a sender
+        learns nothing but silence); TCP to ``host_ip``, any port, gets through."""
+        self._lockdown(f"ip daddr {self.host_ip} meta l4proto tcp accept")
+
     def _lockdown(self, accept: str) -> None:
         self.exec(
             "nft",

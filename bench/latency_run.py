@@ -17,6 +17,7 @@ import numpy as np
 
 from bench.latency_peers import Caller, ProbeCall, ToneSource, VariantFailed
 from bench.latency_probe import Probe
+from bench.latency_ws import WsCaller
 from bench.procs import Proc, clean_env, free_port, own_cpu
 from bench.runinfo import relay_notes
 from bench.tones import PERIOD, RATE, OnsetReceiver, match_onsets
@@ -32,10 +33,12 @@ VARIANTS: dict[str, str] = {
     "relay-rnnoise": "realtime-relay, noise suppression rnnoise",
     "relay-off-tcp": "realtime-relay, noise suppression off, caller over ICE-TCP",
     "relay-webrtc-tcp": "realtime-relay, noise suppression webrtc, caller over ICE-TCP",
+    "relay-off-ws": "realtime-relay, noise suppression off, caller over the WebSocket",
+    "relay-webrtc-ws": "realtime-relay, noise suppression webrtc, caller over the WebSocket",
     "stock": "stock aiortc relay (default jitter buffer, MediaRelay)",
     "stock-webrtc": "stock aiortc relay + livekit APM NS",
 }
-DEFAULT_VARIANTS = ("direct", "relay-off", "relay-off-tcp", "relay-webrtc", "stock")
+DEFAULT_VARIANTS = ("direct", "relay-off", "relay-off-tcp", "relay-off-ws", "relay-webrtc", "stock")
 
 
 # -- results -------------------------------------------------------------------------
@@ -116,6 +119,19 @@ def fill_direction(
 # -- the relay under test --------------------------------------------------------------
 
 
+def noise_suppression_of(variant: str) -> str:
+    """``relay-webrtc-tcp`` -> ``webrtc``."""
+    return variant.removeprefix("relay-").removesuffix("-tcp").removesuffix("-ws")
+
+
+def caller_for(variant: str) -> Caller | WsCaller:
+    """The caller of a variant: WebRTC over UDP, ICE-TCP (``-tcp``) or the WebSocket
+    caller leg (``-ws``)."""
+    if variant.endswith("-ws"):
+        return WsCaller()
+    return Caller(transport="tcp" if variant.endswith("-tcp") else "udp")
+
+
 def relay_process(variant: str, probe_url: str, logdir: Path) -> tuple[Proc, int]:
     """The relay of a variant (not started) and its port."""
     port = free_port()
@@ -130,7 +146,7 @@ def relay_process(variant: str, probe_url: str, logdir: Path) -> tuple[Proc, int
             RELAY_OPEN="1",
             RELAY_HOST="127.0.0.1",
             RELAY_PORT=str(port),
-            RELAY_NOISE_SUPPRESSION=variant.removeprefix("relay-").removesuffix("-tcp"),
+            RELAY_NOISE_SUPPRESSION=noise_suppression_of(variant),
         )
         script = Path(sys.executable).parent / "realtime-relay"  # the venv's console script
         argv = [str(script)] if script.exists() else [sys.executable, "-m", "relay.cli"]
@@ -178,7 +194,7 @@ class VariantRun:
         self.probe = ctx.probe
         self.result = VariantResult(name)
         self.relay: Proc | None = None
-        self.caller: Caller | None = None
+        self.caller: Caller | WsCaller | None = None
         self.probe_call: ProbeCall | None = None
 
     async def run(self) -> VariantResult:
@@ -205,9 +221,9 @@ class VariantRun:
         await start_relay(self.relay, self.ctx.http, port)
         return f"http://127.0.0.1:{port}/v1/realtime/calls"
 
-    async def _connect(self, url: str) -> tuple[Caller, ProbeCall]:
+    async def _connect(self, url: str) -> tuple[Caller | WsCaller, ProbeCall]:
         """The call, up to the first audio frame at both ends."""
-        self.caller = caller = Caller(transport="tcp" if self.name.endswith("-tcp") else "udp")
+        self.caller = caller = caller_for(self.name)
         started = time.monotonic()
         await asyncio.wait_for(caller.connect(self.ctx.http, url), 30)
         self.result.setup_ms = (time.monotonic() - started) * 1000
@@ -233,7 +249,7 @@ class VariantRun:
             ) from None
         return caller, probe_call
 
-    async def _measure(self, caller: Caller, probe_call: ProbeCall) -> None:
+    async def _measure(self, caller: Caller | WsCaller, probe_call: ProbeCall) -> None:
         """The window: warm-up, half, one packet dropped each way, the other half."""
         relay, seconds = self.relay, self.ctx.seconds
         t0 = time.monotonic()
@@ -252,7 +268,9 @@ class VariantRun:
             self.result.relay_cpu_pct = (cpu1 - cpu0) / elapsed * 100
         self.result.harness_cpu_pct = (harness1 - harness0) / elapsed * 100
 
-    def _fill(self, caller: Caller, probe_call: ProbeCall, window: tuple[float, float]) -> None:
+    def _fill(
+        self, caller: Caller | WsCaller, probe_call: ProbeCall, window: tuple[float, float]
+    ) -> None:
         result = self.result
         assert probe_call.dropper is not None
         fill_direction(result.up, caller.source, probe_call.receiver, window)

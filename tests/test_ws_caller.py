@@ -367,3 +367,48 @@ async def test_agent_audio_is_paced_from_a_burst() -> None:
         assert sent - ws.sent[0] >= i * FRAME_SECS - 0.003, np.diff(ws.sent)
     leg.stop()
     await asyncio.wait_for(sender, 1)
+
+
+def test_backlog_drains_through_silence_never_speech(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst leaves agent audio queued, which sending in real time would keep as
+    latency for the rest of the call: silent frames are skipped while more than
+    TARGET_AGENT_FRAMES wait behind them; speech is never skipped, its order kept."""
+    import relay.caller.websocket as leg
+
+    tone = (np.sin(np.arange(FRAME_SAMPLES) * 0.3) * 8000).astype(np.int16)
+    silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+    burst = [tone] * 3 + [silence] * 4 + [tone] * 3  # speech, a pause, speech: at once
+
+    async def peaks() -> tuple[list[int], int]:
+        agent, encoder = AgentPcm(max_frames=10), Opus24kEncoder()
+        for pcm in burst:
+            agent.push(encoder.encode(pcm))
+        sent = []
+        while agent.queued:
+            frame = await asyncio.wait_for(agent.next_frame(), 1)
+            assert frame is not None
+            sent.append(int(np.abs(np.frombuffer(frame, "<i2").astype(np.int32)).max()))
+        return sent, agent.caught_up
+
+    target = leg.TARGET_AGENT_FRAMES
+    monkeypatch.setattr(leg, "TARGET_AGENT_FRAMES", 100)  # the reference: nothing skipped
+    everything, none = asyncio.run(peaks())
+    monkeypatch.setattr(leg, "TARGET_AGENT_FRAMES", target)
+    sent, skipped = asyncio.run(peaks())
+    assert none == 0 and skipped > 0 and len(sent) == len(everything) - skipped
+    silent = [p for p in everything if p <= leg.SILENT_PEAK]
+    assert skipped <= len(silent)
+    # What was sent is the reference with silent frames taken out, nothing else.
+    assert [p for p in everything if p > leg.SILENT_PEAK] == [
+        p for p in sent if p > leg.SILENT_PEAK
+    ]
+    assert sum(1 for p in sent if p > 1000) == sum(1 for p in everything if p > 1000) >= 6
+
+    async def no_backlog() -> int:
+        agent, encoder = AgentPcm(max_frames=10), Opus24kEncoder()
+        for _ in range(10):  # silence as it comes, one frame at a time: all of it sent
+            agent.push(encoder.encode(silence))
+            assert await asyncio.wait_for(agent.next_frame(), 1) is not None
+        return agent.caught_up
+
+    assert asyncio.run(no_backlog()) == 0

@@ -19,6 +19,7 @@ count stays 0); the probe still drops one RTP packet towards the relay."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import json
 import time
@@ -55,6 +56,12 @@ class WsToneSource:
 
     async def run(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         pacing, pts, period = Pacing(), 0, len(_PERIOD_24K)
+        with contextlib.suppress(ConnectionError, RuntimeError):  # the socket closed
+            await self._send(ws, pacing, pts, period)
+
+    async def _send(
+        self, ws: aiohttp.ClientWebSocketResponse, pacing: Pacing, pts: int, period: int
+    ) -> None:
         while not ws.closed:
             await pacing.wait(pts / WS_RATE)
             pos = pts % period
@@ -85,7 +92,8 @@ class WsEvents:
         seq = 0
         while not ws.closed:
             event = {"type": "bench.ping", "seq": seq, "t": time.monotonic()}
-            await ws.send_str(json.dumps(event))
+            with contextlib.suppress(ConnectionError, RuntimeError):  # the socket closed
+                await ws.send_str(json.dumps(event))
             self.sent += 1
             seq += 1
             await asyncio.sleep(DC_INTERVAL_S)

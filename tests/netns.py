@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -139,6 +140,37 @@ table inet lockdown {{
 }}
 """,
         )
+
+    def lose(self, percent: int) -> None:
+        """Drop ``percent`` % of the packets on the client's link, both ways. netem would
+        do (``net.netem("loss 1%")``) where the kernel has sch_netem; nftables' random
+        numbers work wherever the namespace's lockdown does."""
+        self.exec(
+            "nft",
+            "-f",
+            "-",
+            stdin=f"""
+table inet lossy {{
+  chain output {{
+    type filter hook output priority -10; policy accept;
+    oifname "vc0" numgen random mod 100 < {percent} counter drop
+  }}
+  chain input {{
+    type filter hook input priority -10; policy accept;
+    iifname "vc0" numgen random mod 100 < {percent} counter drop
+  }}
+}}
+""",
+        )
+
+    def dropped(self) -> int:
+        """Packets :meth:`lose` dropped so far."""
+        listing = self.exec("nft", "list", "table", "inet", "lossy")
+        return sum(int(n) for n in re.findall(r"counter packets (\d+)", listing))
+
+    def lossless(self) -> None:
+        """Undo :meth:`lose`."""
+        self.exec("nft", "delete", "table", "inet", "lossy")
 
     def netem(self, spec: str) -> None:
         """Loss, delay or jitter on the client's link, both ways (``tc qdisc`` netem)."""

@@ -166,13 +166,21 @@ async def one_call(
         await page.goto(f"https://{net.host_ip}:{PROXY_PORT}/")
         await page.wait_for_function("() => !!window.realtimeApp", timeout=20000)
         await page.get_by_role("button", name="Start call").click()
-        await page.wait_for_function(
-            f"async () => ((await {STATS_JS}) || {{}}).framesReceived > 100", timeout=60000
-        )
+        deadline = time.monotonic() + 60
+        while ((await page.evaluate(STATS_JS)) or {}).get("framesReceived", 0) <= 100:
+            if time.monotonic() > deadline:
+                status = await page.locator("#status-text").text_content()
+                raise TimeoutError(f"no agent audio within 60 s ({status})")
+            await asyncio.sleep(0.2)
         dropped_before = net.dropped() if condition.loss_pct else 0
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             stats = await page.evaluate(STATS_JS)
+            if stats is None:  # the call is over
+                status = await page.locator("#status-text").text_content()
+                raise RuntimeError(
+                    f"the call ended after {len(condition.samples)} samples: {status}"
+                )
             condition.samples.append({"t": time.monotonic(), **stats})
             await asyncio.sleep(0.1)
         if condition.loss_pct:

@@ -40,13 +40,16 @@ FRAME_SECS = CANONICAL_FRAME_SAMPLES / CANONICAL_RATE
 #: Agent audio queued for the browser at most (then the oldest is dropped): 200 ms.
 MAX_AGENT_FRAMES = 10
 #: Agent audio queued is latency that a burst from upstream left behind (sending in
-#: real time never drains it): a silent frame is skipped while this many frames (20 ms)
-#: wait behind it. Speech is never skipped, and nothing is sent faster; the browser's
-#: playout buffer absorbs the jitter (measured by bench.latency's relay-off-ws: 1 frame
-#: keeps ~40 ms of added latency where 3 kept ~85 ms).
-TARGET_AGENT_FRAMES = 1
+#: real time never drains it): a silent frame is skipped while this many frames (20 ms
+#: each) wait behind it. Speech is never skipped, and nothing is sent faster; the
+#: browser's playout buffer absorbs the jitter.
+TARGET_AGENT_FRAMES = 2
 #: A frame whose samples all stay within this (of 32767, about -54 dBFS) is silence.
 SILENT_PEAK = 64
+#: How far behind its clock the paced sender may be and still catch up (a busy event
+#: loop woke it late): beyond it, the clock restarts. Without catching up, every late
+#: wake-up would slow the stream below real time and leave a backlog behind.
+CATCH_UP_SECS = 0.1
 #: Events queued for a browser that does not read (then the oldest is dropped).
 MAX_EVENTS = 10_000
 #: The largest binary frame taken from a browser: 100 ms of 24 kHz PCM16.
@@ -90,7 +93,7 @@ class AgentPcm:
 
     A barge-in (:meth:`clear`) moves to a new turn: frames of the old one still queued
     are skipped by :meth:`next_frame`, and counted. A silent frame is skipped too while
-    more than :data:`TARGET_AGENT_FRAMES` wait behind it (``caught_up`` counts them)."""
+    :data:`TARGET_AGENT_FRAMES` or more wait behind it (``caught_up`` counts them)."""
 
     def __init__(self, max_frames: int = MAX_AGENT_FRAMES) -> None:
         self._decoder = OpusDecoder()
@@ -254,12 +257,13 @@ class WebSocketCallerLeg:
 
     async def _send_agent_audio(self) -> None:
         """One frame per 20 ms of real time: a burst from upstream waits in the queue
-        (the oldest dropped beyond :data:`MAX_AGENT_FRAMES`); after a pause the clock
-        restarts, so the next stretch starts at once."""
+        (the oldest dropped beyond :data:`MAX_AGENT_FRAMES`). A late wake-up catches up
+        with the clock (never ahead of it), up to :data:`CATCH_UP_SECS` behind; after a
+        pause, or further behind, the clock restarts, so the next stretch starts at once."""
         due: float | None = None
         while (frame := await self.agent.next_frame()) is not None:
             now = time.monotonic()
-            if due is None or due < now - FRAME_SECS:
+            if due is None or due < now - CATCH_UP_SECS:
                 due = now
             elif due > now:
                 await asyncio.sleep(due - now)

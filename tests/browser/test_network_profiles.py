@@ -121,6 +121,7 @@ async def test_profile_a_open_network_uses_udp(
     results = done["results"]
     for key in ("https", "websocket", "webrtc_udp", "webrtc_tcp", "microphone"):
         assert results[key]["ok"], (key, results[key])
+    assert results["turn"]["skipped"] and not results["turn"]["ok"], results["turn"]
     assert done["level"] == "ok"
     await expect(check.locator("#verdict")).to_contain_text("WebRTC over UDP")
     await _hang_up(page, relay)
@@ -206,6 +207,13 @@ async def test_profile_c_only_coturn_over_tcp_uses_turn(
         # The relay names the browser's hop to coturn as the browser itself does.
         assert call.snapshot()["transport"] == "turn-tcp"
         await _assert_transcript(page)
+        # /check from the same browser: no direct path, TURN (over TCP) works.
+        check, done = await run_check_page(page.page.context.browser, open_page, relay)
+        results = done["results"]
+        assert results["turn"]["ok"] and "via TURN over tcp" in results["turn"]["detail"], results
+        assert not results["webrtc_udp"]["ok"] and not results["webrtc_tcp"]["ok"], results
+        assert done["level"] == "warn"
+        await expect(check.locator("#verdict")).to_contain_text("through the TURN server")
         await _hang_up(page, relay)
         assert (await calls_by_transport(relay))["turn-tcp"] == 1
     finally:

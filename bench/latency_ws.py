@@ -109,6 +109,23 @@ class WsEvents:
                 self.latencies.append(now - sent)
 
 
+class NotUp(Exception):
+    """The relay refused the call, or the socket closed before it was up."""
+
+
+async def call_id_of(ws: aiohttp.ClientWebSocketResponse) -> str:
+    """Reads the socket until the relay says the call is up (``relay.call``); its id."""
+    async for message in ws:
+        if message.type != aiohttp.WSMsgType.TEXT:
+            continue
+        event = json.loads(message.data)
+        if event.get("type") == "error":
+            raise NotUp(f"the relay refused the call: {event}")
+        if event.get("type") == "relay.call":
+            return str(event["call_id"])
+    raise NotUp("the WebSocket closed before the call was up")
+
+
 class WsCaller:
     """The browser's role over the WebSocket: sends bursts, times the agent's."""
 
@@ -132,18 +149,10 @@ class WsCaller:
             self._ws = ws = await http.ws_connect(url, protocols=["realtime"])
         except aiohttp.ClientError as exc:
             raise VariantFailed(f"WebSocket {url}: {exc!r}") from None
-        call_id = ""
-        async for message in ws:
-            if message.type != aiohttp.WSMsgType.TEXT:
-                continue
-            event = json.loads(message.data)
-            if event.get("type") == "error":
-                raise VariantFailed(f"the relay refused the call: {event}")
-            if event.get("type") == "relay.call":
-                call_id = str(event.get("call_id"))
-                break
-        if not call_id:
-            raise VariantFailed("the WebSocket closed before the call was up")
+        try:
+            call_id = await call_id_of(ws)
+        except NotUp as exc:
+            raise VariantFailed(str(exc)) from None
         self._tasks = [
             asyncio.ensure_future(self.source.run(ws)),
             asyncio.ensure_future(self.dc.run(ws)),

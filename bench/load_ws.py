@@ -20,6 +20,7 @@ import aiohttp
 import numpy as np
 
 from bench.common import Pacing, cancel_and_wait
+from bench.latency_ws import NotUp, call_id_of
 from bench.load_callers import CallFailed
 from bench.load_media import EncodedLoop, PacketCounter, decode_opus
 from relay.media.pcm import To24kMono
@@ -57,7 +58,9 @@ class LoadWsCaller:
         started = time.monotonic()
         try:
             self._ws = ws = await http.ws_connect(ws_url, protocols=["realtime"], timeout=timeout)
-            call_id = await asyncio.wait_for(self._call_id(ws), timeout)
+            call_id = await asyncio.wait_for(call_id_of(ws), timeout)
+        except NotUp as exc:
+            raise CallFailed(str(exc)) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise CallFailed(f"WebSocket {ws_url}: {type(exc).__name__}: {exc}") from None
         self.setup_ms = (time.monotonic() - started) * 1000
@@ -65,17 +68,6 @@ class LoadWsCaller:
         update = {"type": "session.update", "session": {"type": "realtime"}}
         await ws.send_str(json.dumps(update))
         self._tasks = [asyncio.ensure_future(self._send(ws)), asyncio.ensure_future(self._read(ws))]
-
-    async def _call_id(self, ws: aiohttp.ClientWebSocketResponse) -> str:
-        async for message in ws:
-            if message.type != aiohttp.WSMsgType.TEXT:
-                continue
-            event = json.loads(message.data)
-            if event.get("type") == "error":
-                raise CallFailed(f"the relay refused the call: {event}")
-            if event.get("type") == "relay.call":
-                return str(event["call_id"])
-        raise CallFailed("the WebSocket closed before the call was up")
 
     async def _send(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         pacing = Pacing()

@@ -19,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -34,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from mitm_proxy.install import InstallFailed, ensure_mitmdump
 from netns import ClientNetwork
 from playwright.async_api import expect
+from proxy_process import ProxyProcess
 from relay_fixtures import ServeRelay
 from tcp_only import chromium_inside, relay_https, require_netns
 
@@ -42,12 +41,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PROXY_PORT = 8080
 
 
-class MitmDump:
+class MitmDump(ProxyProcess):
     """``mitmdump`` on ``listen_ip``:8080, its CA made in a folder of its own."""
 
     def __init__(self, executable: Path, listen_ip: str, upstream_ca: Path) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="mitm-"))
-        self.log = self.folder / "mitmdump.out"
+        folder = Path(tempfile.mkdtemp(prefix="mitm-"))
+        ca = folder / "mitmproxy-ca-cert.pem"
         command = [
             str(executable),
             "--listen-host",
@@ -55,7 +54,7 @@ class MitmDump:
             "--listen-port",
             str(PROXY_PORT),
             "--set",
-            f"confdir={self.folder}",
+            f"confdir={folder}",
             "--set",
             "rawtcp=false",  # only HTTP (and WebSocket) survives
             "--set",
@@ -63,45 +62,15 @@ class MitmDump:
             "--set",
             f"ssl_verify_upstream_trusted_ca={upstream_ca}",
             "--set",
-            "termlog_verbosity=info",
-            "--set",
             "flow_detail=1",
         ]
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        ca = self.folder / "mitmproxy-ca-cert.pem"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mitmdump exited: {self.output()}")
-            done = subprocess.run(
-                ["ss", "-Hltn", f"sport = :{PROXY_PORT}"], capture_output=True, text=True
-            )
-            if str(PROXY_PORT) in done.stdout and ca.is_file():
-                break
-            time.sleep(0.2)
-        else:
-            self.stop()
-            raise TimeoutError(f"mitmdump not listening: {self.output()}")
+        super().__init__("mitmdump", folder, command, PROXY_PORT, ready=ca.is_file, timeout_secs=30)
         certificate = x509.load_pem_x509_certificate(ca.read_bytes())
         spki = certificate.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         #: What Chromium is told to trust: the proxy's CA key (its leaves share it).
         self.spki = base64.b64encode(hashlib.sha256(spki).digest()).decode()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @pytest.fixture

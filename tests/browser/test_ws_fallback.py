@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +26,7 @@ import pytest
 from browser_harness import LEVEL_SAMPLER_JS, wait_until
 from netns import ClientNetwork
 from playwright.async_api import expect
+from proxy_process import ProxyProcess
 from relay_fixtures import RelayFactory, ServeRelay
 from tcp_only import chromium_inside, relay_https, require_netns
 
@@ -74,7 +74,7 @@ async def test_forced_websocket_call(
     assert page.unexpected_errors() == []
 
 
-class Squid:
+class Squid(ProxyProcess):
     """A real squid, in the test's namespace, that allows CONNECT to one address and
     port only (what a corporate proxy that passes HTTPS does)."""
 
@@ -100,44 +100,17 @@ class Squid:
             "cache_effective_user proxy\n"
             "dns_nameservers 127.0.0.1\n"
         )
-        self.log = self.folder / "squid.out"
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                # -n: a service name of its own (its shared memory does not meet another squid's)
-                ["squid", "-N", "-n", f"relaytest{os.getpid()}", "-f", str(conf)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"squid exited: {self.logs()}")
-            done = subprocess.run(
-                ["ss", "-Hltn", f"sport = :{SQUID_PORT}"], capture_output=True, text=True
-            )
-            if str(SQUID_PORT) in done.stdout:
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"squid not listening: {self.logs()}")
-
-    def logs(self) -> str:
-        parts = [p.read_text(errors="replace")[-1500:] for p in self.folder.glob("*.log*")]
-        return "\n".join(parts + [self.log.read_text(errors="replace")[-1500:]])
+        super().__init__(
+            "squid",
+            self.folder,
+            # -n: a service name of its own (its shared memory does not meet another squid's)
+            ["squid", "-N", "-n", f"relaytest{os.getpid()}", "-f", str(conf)],
+            SQUID_PORT,
+        )
 
     def access_log(self) -> str:
         path = self.folder / "access.log"
         return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @pytest.fixture

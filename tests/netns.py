@@ -194,6 +194,17 @@ table inet lossy {{
             path.unlink(missing_ok=True)
 
 
+def stop_process(process: subprocess.Popen[bytes], secs: float = 5.0) -> None:
+    """Terminate ``process`` (killed after ``secs``) and reap it; nothing if it ended."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(secs)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(secs)
+
+
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind((host, 0))
@@ -292,13 +303,7 @@ class TurnServer:
         return f"turn:{self.listen_ip}:{self.port}?transport={transport}"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from netns import stop_process
+
 
 class ProxyProcess:
     def __init__(
@@ -47,11 +49,5 @@ class ProxyProcess:
         return "\n".join([*parts, self.output()[-1500:]])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -13,6 +13,7 @@ import pytest
 from browser_harness import CHROMIUM
 from certs import self_signed
 from netns import ClientNetwork, available
+from playwright.async_api import expect
 from relay_fixtures import ServedRelay, ServeRelay
 
 
@@ -93,6 +94,18 @@ async def run_check_page(browser: Any, open_page: Any, relay: ServedRelay) -> tu
     check = await open_page(browser, relay.url("/check"), goto=False)
     await check.page.goto(relay.url("/check"))
     return check.page, await check.page.evaluate("window.relayCheck.done")
+
+
+async def check_says_only_websocket_works(browser: Any, open_page: Any, relay: ServedRelay) -> Any:
+    """/check from ``browser``: HTTPS and the WebSocket work, WebRTC does not (UDP nor
+    TCP), a warning whose verdict names the WebSocket. Returns the check page."""
+    check, done = await run_check_page(browser, open_page, relay)
+    results = done["results"]
+    assert results["https"]["ok"] and results["websocket"]["ok"], results
+    assert not results["webrtc_udp"]["ok"] and not results["webrtc_tcp"]["ok"], results
+    assert done["level"] == "warn"
+    await expect(check.locator("#verdict")).to_contain_text("over a WebSocket")
+    return check
 
 
 async def calls_by_transport(relay: ServedRelay) -> dict[str, float]:

@@ -413,3 +413,37 @@ def test_backlog_drains_through_silence_never_speech(monkeypatch: pytest.MonkeyP
         return agent.caught_up
 
     assert asyncio.run(no_backlog()) == 0
+
+
+async def test_paced_sender_catches_up_after_a_late_wake_up() -> None:
+    """The event loop stalls 80 ms in the middle of a stream (a busy shard): the frames
+    behind the stall leave back to back until the 20 ms clock is met again, so the
+    stream does not fall behind real time (which would keep a backlog as latency);
+    never ahead of the clock either."""
+    from relay.caller.websocket import WebSocketCallerLeg
+
+    class Socket:
+        closed = False
+
+        def __init__(self) -> None:
+            self.sent: list[float] = []
+
+        async def send_bytes(self, data: bytes) -> None:
+            self.sent.append(time.monotonic())
+            if len(self.sent) == 3:
+                time.sleep(0.08)  # noqa: ASYNC251 -- blocks the loop, as a busy call would
+
+    ws = Socket()
+    leg = WebSocketCallerLeg(ws, call_id="rtc_test")  # type: ignore[arg-type]
+    sender = asyncio.ensure_future(leg._send_agent_audio())
+    encoder = Opus24kEncoder()
+    tone = (np.sin(np.arange(FRAME_SAMPLES) * 0.3) * 8000).astype(np.int16)
+    for _ in range(10):
+        leg.play(encoder.encode(tone), 0)
+    await eventually(lambda: len(ws.sent) >= 10, 2)
+    for i, sent in enumerate(ws.sent):
+        assert sent - ws.sent[0] >= i * FRAME_SECS - 0.003, np.diff(ws.sent)
+    # Slipping by the stall would put the 10th frame 80 ms late: 260 ms after the first.
+    assert ws.sent[9] - ws.sent[0] < 9 * FRAME_SECS + 0.04, np.diff(ws.sent)
+    leg.stop()
+    await asyncio.wait_for(sender, 1)

@@ -156,6 +156,7 @@ async def measure(rc: RelayCalls, n: int) -> Point:
     _machine(point, a, b)
 
     await asyncio.sleep(0.8)  # let the last onsets of the window arrive
+    point.probed = bool(rc.probes)
     await _latency(rc, point, (a.t, b.t))
     first = next((p for p in rc.result.points if p.n == 1 and p.counted), None)
     baseline = (first.lat_up.p50_ms, first.lat_down.p50_ms) if first else (None, None)

@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
+from bench.common import noise_suppression_of
 from bench.latency_peers import Caller, ProbeCall, ToneSource, VariantFailed
 from bench.latency_probe import Probe
 from bench.latency_ws import WsCaller
@@ -117,11 +118,6 @@ def fill_direction(
 
 
 # -- the relay under test --------------------------------------------------------------
-
-
-def noise_suppression_of(variant: str) -> str:
-    """``relay-webrtc-tcp`` -> ``webrtc``."""
-    return variant.removeprefix("relay-").removesuffix("-tcp").removesuffix("-ws")
 
 
 def caller_for(variant: str) -> Caller | WsCaller:

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.common import noise_suppression_of
 from bench.load_callers import CallFailed, LoadCaller
 from bench.load_harness import Harness
 from bench.load_options import RELAY_CORE
@@ -26,11 +27,6 @@ from bench.runinfo import dedupe, relay_notes
 
 #: A bulk caller: WebRTC (UDP or ICE-TCP) or the WebSocket leg.
 AnyCaller = LoadCaller | LoadWsCaller
-
-
-def noise_suppression_of(variant: str) -> str:
-    """``relay-webrtc-ws`` -> ``webrtc``."""
-    return variant.removeprefix("relay-").removesuffix("-tcp").removesuffix("-ws")
 
 
 class RelayCalls:

@@ -147,3 +147,11 @@ def lag_summary(samples: list[float]) -> dict[str, float | None]:
         "max_ms": float(arr.max()),
         "n": int(arr.size),
     }
+
+
+def noise_suppression_of(variant: str) -> str:
+    """A relay variant's ``RELAY_NOISE_SUPPRESSION``: ``relay-webrtc-tcp`` -> ``webrtc``
+    (the ``-tcp`` and ``-ws`` suffixes name the caller's transport, ``-wsup`` the
+    WebSocket upstream)."""
+    name = variant.removeprefix("relay-").removesuffix("-wsup")
+    return name.removesuffix("-tcp").removesuffix("-ws")

@@ -29,8 +29,11 @@ Variants: ``direct``; ``relay-off`` / ``relay-webrtc`` / ``relay-rnnoise``
 (``realtime-relay serve`` with ``RELAY_NOISE_SUPPRESSION``); ``relay-off-tcp`` /
 ``relay-webrtc-tcp``: the same, with the caller's media over ICE-TCP only (an active
 candidate to the relay's passive one on its HTTP port, ``bench/ice_tcp_client.py``;
-the relay <-> probe leg stays UDP), so one run shows both transports; ``relay-off-ws`` /
-``relay-webrtc-ws``: the relay with ``RELAY_UPSTREAM_TRANSPORT=websocket`` (the probe
+the relay <-> probe leg stays UDP); ``relay-off-ws`` / ``relay-webrtc-ws``: the caller
+over the relay's WebSocket caller leg (``bench/latency_ws.py``: 24 kHz PCM16 frames,
+paced, events as text frames; TCP loses nothing, so its "after loss" columns have no
+loss on the caller's leg), so one run shows all three transports; ``relay-off-wsup`` /
+``relay-webrtc-wsup``: the relay with ``RELAY_UPSTREAM_TRANSPORT=websocket`` (the probe
 answers OpenAI's WebSocket transport too: ``bench/latency_ws_probe.py``); ``stock`` /
 ``stock-webrtc`` (``bench/stock_relay.py``: stock aiortc, MediaRelay forwarding).
 Everything is on 127.0.0.1, with no STUN/TURN server.

@@ -14,6 +14,8 @@ TARGETS_MS = {
     "relay-webrtc": 25.0,
     "relay-off-ws": 15.0,
     "relay-webrtc-ws": 25.0,
+    "relay-off-wsup": 15.0,
+    "relay-webrtc-wsup": 25.0,
 }
 GROWTH_TOLERANCE_MS = 5.0
 

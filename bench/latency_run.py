@@ -15,8 +15,10 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
+from bench.common import noise_suppression_of
 from bench.latency_peers import Caller, ProbeCall, ToneSource, VariantFailed
 from bench.latency_probe import Probe
+from bench.latency_ws import WsCaller
 from bench.procs import Proc, clean_env, free_port, own_cpu
 from bench.runinfo import relay_notes
 from bench.tones import PERIOD, RATE, OnsetReceiver, match_onsets
@@ -32,12 +34,14 @@ VARIANTS: dict[str, str] = {
     "relay-rnnoise": "realtime-relay, noise suppression rnnoise",
     "relay-off-tcp": "realtime-relay, noise suppression off, caller over ICE-TCP",
     "relay-webrtc-tcp": "realtime-relay, noise suppression webrtc, caller over ICE-TCP",
-    "relay-off-ws": "realtime-relay, noise suppression off, WebSocket upstream",
-    "relay-webrtc-ws": "realtime-relay, noise suppression webrtc, WebSocket upstream",
+    "relay-off-ws": "realtime-relay, noise suppression off, caller over the WebSocket",
+    "relay-webrtc-ws": "realtime-relay, noise suppression webrtc, caller over the WebSocket",
+    "relay-off-wsup": "realtime-relay, noise suppression off, WebSocket upstream",
+    "relay-webrtc-wsup": "realtime-relay, noise suppression webrtc, WebSocket upstream",
     "stock": "stock aiortc relay (default jitter buffer, MediaRelay)",
     "stock-webrtc": "stock aiortc relay + livekit APM NS",
 }
-DEFAULT_VARIANTS = ("direct", "relay-off", "relay-off-tcp", "relay-webrtc", "stock")
+DEFAULT_VARIANTS = ("direct", "relay-off", "relay-off-tcp", "relay-off-ws", "relay-webrtc", "stock")
 
 
 # -- results -------------------------------------------------------------------------
@@ -118,6 +122,14 @@ def fill_direction(
 # -- the relay under test --------------------------------------------------------------
 
 
+def caller_for(variant: str) -> Caller | WsCaller:
+    """The caller of a variant: WebRTC over UDP, ICE-TCP (``-tcp``) or the WebSocket
+    caller leg (``-ws``)."""
+    if variant.endswith("-ws"):
+        return WsCaller()
+    return Caller(transport="tcp" if variant.endswith("-tcp") else "udp")
+
+
 def relay_process(variant: str, probe_url: str, logdir: Path) -> tuple[Proc, int]:
     """The relay of a variant (not started) and its port."""
     port = free_port()
@@ -132,8 +144,8 @@ def relay_process(variant: str, probe_url: str, logdir: Path) -> tuple[Proc, int
             RELAY_OPEN="1",
             RELAY_HOST="127.0.0.1",
             RELAY_PORT=str(port),
-            RELAY_NOISE_SUPPRESSION=variant.split("-")[1],
-            RELAY_UPSTREAM_TRANSPORT="websocket" if variant.endswith("-ws") else "webrtc",
+            RELAY_NOISE_SUPPRESSION=noise_suppression_of(variant),
+            RELAY_UPSTREAM_TRANSPORT="websocket" if variant.endswith("-wsup") else "webrtc",
             # one call is measured, not admission: a busy shared machine must not refuse it
             RELAY_MAX_LOOP_LOAD="0",
             RELAY_MAX_LOOP_LAG_MS="2000",
@@ -184,7 +196,7 @@ class VariantRun:
         self.probe = ctx.probe
         self.result = VariantResult(name)
         self.relay: Proc | None = None
-        self.caller: Caller | None = None
+        self.caller: Caller | WsCaller | None = None
         self.probe_call: ProbeCall | None = None
 
     async def run(self) -> VariantResult:
@@ -211,9 +223,9 @@ class VariantRun:
         await start_relay(self.relay, self.ctx.http, port)
         return f"http://127.0.0.1:{port}/v1/realtime/calls"
 
-    async def _connect(self, url: str) -> tuple[Caller, ProbeCall]:
+    async def _connect(self, url: str) -> tuple[Caller | WsCaller, ProbeCall]:
         """The call, up to the first audio frame at both ends."""
-        self.caller = caller = Caller(transport="tcp" if self.name.endswith("-tcp") else "udp")
+        self.caller = caller = caller_for(self.name)
         started = time.monotonic()
         await asyncio.wait_for(caller.connect(self.ctx.http, url), 30)
         self.result.setup_ms = (time.monotonic() - started) * 1000
@@ -239,7 +251,7 @@ class VariantRun:
             ) from None
         return caller, probe_call
 
-    async def _measure(self, caller: Caller, probe_call: ProbeCall) -> None:
+    async def _measure(self, caller: Caller | WsCaller, probe_call: ProbeCall) -> None:
         """The window: warm-up, half, one packet dropped each way, the other half."""
         relay, seconds = self.relay, self.ctx.seconds
         t0 = time.monotonic()
@@ -258,7 +270,9 @@ class VariantRun:
             self.result.relay_cpu_pct = (cpu1 - cpu0) / elapsed * 100
         self.result.harness_cpu_pct = (harness1 - harness0) / elapsed * 100
 
-    def _fill(self, caller: Caller, probe_call: ProbeCall, window: tuple[float, float]) -> None:
+    def _fill(
+        self, caller: Caller | WsCaller, probe_call: ProbeCall, window: tuple[float, float]
+    ) -> None:
         result = self.result
         assert probe_call.dropper is not None
         fill_direction(result.up, caller.source, probe_call.receiver, window)

@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.load --quick         # smoke version (~2-3 min)
     .venv/bin/python -m bench.load --variants relay-off --calls 1,8,16,32 --json out.json
     .venv/bin/python -m bench.load --variants relay-webrtc,relay-webrtc-tcp   # UDP vs ICE-TCP
+    .venv/bin/python -m bench.load --variants relay-off,relay-off-tcp,relay-off-ws  # + WebSocket
 
 Processes (all on 127.0.0.1, no STUN/TURN, ``RTCConfiguration(iceServers=[])``):
 
@@ -17,7 +18,9 @@ Processes (all on 127.0.0.1, no STUN/TURN, ``RTCConfiguration(iceServers=[])``):
   stand-in (``light``: counts the uplink, sends a pre-encoded speech loop) and answers
   the latency probe's call;
 * **the callers** in this process, pinned to core 1 (with a ``-tcp`` variant, over
-  ICE-TCP only: ``bench/ice_tcp_client.py``): aiortc peer connections sending
+  ICE-TCP only: ``bench/ice_tcp_client.py``; with a ``-ws`` one, over the WebSocket
+  caller leg, 24 kHz PCM16 frames of the same speech, no probes: ``bench/load_ws.py``):
+  aiortc peer connections sending
   pre-encoded browser-like Opus (libopus mono 32 kb/s ``voip``, real speech), through the
   lean RTP path of ``bench/load_lean.py``. Up to ``--probes`` (2) of the N callers are
   *probes*: they send tone bursts through aiortc's own sender and decode the downlink,

@@ -16,12 +16,17 @@ from typing import Any
 
 import aiohttp
 
+from bench.common import noise_suppression_of
 from bench.load_callers import CallFailed, LoadCaller
 from bench.load_harness import Harness
 from bench.load_options import RELAY_CORE
 from bench.load_results import VariantResult
+from bench.load_ws import LoadWsCaller, frames_of
 from bench.procs import Proc, clean_env, free_port
 from bench.runinfo import dedupe, relay_notes
+
+#: A bulk caller: WebRTC (UDP or ICE-TCP) or the WebSocket leg.
+AnyCaller = LoadCaller | LoadWsCaller
 
 
 class RelayCalls:
@@ -31,12 +36,14 @@ class RelayCalls:
         self.h = harness
         self.opts = harness.opts
         self.name = name
-        #: How the callers' media reaches the relay: UDP, or ICE-TCP only (``-tcp``).
-        self.transport = "tcp" if name.endswith("-tcp") else "udp"
+        #: How the callers' media reaches the relay: UDP, ICE-TCP only (``-tcp``) or
+        #: the WebSocket caller leg (``-ws``, :mod:`bench.load_ws`).
+        self.transport = {"-tcp": "tcp", "-ws": "websocket"}.get(name[name.rfind("-") :], "udp")
+        self._ws_frames: list[bytes] | None = None
         self.result = result
         self.relay: Proc | None = None
         self.port = 0
-        self.calls: list[LoadCaller] = []
+        self.calls: list[AnyCaller] = []
         self.calls_mode = ""
         #: The probe callers and the id of the upstream probe that answered each.
         self.probes: list[tuple[LoadCaller, str]] = []
@@ -58,7 +65,7 @@ class RelayCalls:
                 RELAY_OPEN="1",
                 RELAY_HOST="127.0.0.1",
                 RELAY_PORT=str(self.port),
-                RELAY_NOISE_SUPPRESSION=self.name.removeprefix("relay-").removesuffix("-tcp"),
+                RELAY_NOISE_SUPPRESSION=noise_suppression_of(self.name),
                 RELAY_WORKERS="1",
             )
             return [sys.executable, "-m", "bench.load_relayproc", "relay", "serve"], env
@@ -116,7 +123,7 @@ class RelayCalls:
 
     # -- calls --
 
-    async def connect(self, callers: list[LoadCaller]) -> list[str]:
+    async def connect(self, callers: list[AnyCaller]) -> list[str]:
         """Set these callers up at once; returns the errors (failed ones are closed)."""
         assert self.h.http is not None
         url = f"{self.base}/v1/realtime/calls"
@@ -130,13 +137,13 @@ class RelayCalls:
                 await caller.close()
         return errors
 
-    async def hangup(self, callers: list[LoadCaller]) -> None:
+    async def hangup(self, callers: list[AnyCaller]) -> None:
         """Hang these callers up at once (best effort)."""
         assert self.h.http is not None
         http = self.h.http
         await asyncio.gather(*(c.hangup(http, self.base) for c in callers), return_exceptions=True)
 
-    async def wait_media(self, callers: list[LoadCaller], packets: int, timeout: float) -> int:
+    async def wait_media(self, callers: list[AnyCaller], packets: int, timeout: float) -> int:
         """Until each caller has received ``packets`` downlink packets; returns how many
         have not."""
         deadline = time.monotonic() + timeout
@@ -148,11 +155,15 @@ class RelayCalls:
 
     def split(self, n: int) -> tuple[int, int]:
         """(probe calls, bulk calls) of a point with ``n`` calls."""
-        probes = min(self.opts.probes, n)
+        probes = 0 if self.transport == "websocket" else min(self.opts.probes, n)
         return probes, n - probes
 
-    def new_callers(self, k: int) -> list[LoadCaller]:
+    def new_callers(self, k: int) -> list[AnyCaller]:
         """``k`` bulk callers (not connected yet)."""
+        if self.transport == "websocket":
+            if self._ws_frames is None:
+                self._ws_frames = frames_of(self.h.caller_loop)
+            return [LoadWsCaller(self._ws_frames) for _ in range(k)]
         return [
             LoadCaller(self.h.caller_loop, self.h.pump, transport=self.transport) for _ in range(k)
         ]

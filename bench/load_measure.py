@@ -133,7 +133,7 @@ async def _latency(rc: RelayCalls, point: Point, window: tuple[float, float]) ->
 
 async def measure(rc: RelayCalls, n: int) -> Point:
     """A window at the ``n`` live calls of ``rc``, judged (see ``classify``)."""
-    assert rc.probes
+    assert rc.probes or rc.transport == "websocket"  # -ws: latency is bench.latency's
     point = Point(rc.name, n, rc.h.mode if rc.calls else "probe")
     callers = [*rc.calls, *(c for c, _ in rc.probes)]
     a = await _open(rc, callers)
@@ -156,6 +156,7 @@ async def measure(rc: RelayCalls, n: int) -> Point:
     _machine(point, a, b)
 
     await asyncio.sleep(0.8)  # let the last onsets of the window arrive
+    point.probed = bool(rc.probes)
     await _latency(rc, point, (a.t, b.t))
     first = next((p for p in rc.result.points if p.n == 1 and p.counted), None)
     baseline = (first.lat_up.p50_ms, first.lat_down.p50_ms) if first else (None, None)

@@ -17,10 +17,13 @@ VARIANTS: dict[str, str] = {
     "stock-off": "stock aiortc relay, no noise suppression",
     "relay-webrtc-tcp": "realtime-relay, noise suppression webrtc, callers over ICE-TCP",
     "relay-off-tcp": "realtime-relay, noise suppression off, callers over ICE-TCP",
+    "relay-webrtc-ws": "realtime-relay, noise suppression webrtc, callers over the WebSocket",
+    "relay-off-ws": "realtime-relay, noise suppression off, callers over the WebSocket",
 }
 #: The ``-tcp`` variants (callers reach the relay over ICE-TCP only, on its HTTP port:
-#: bench/ice_tcp_client.py) are asked for by name.
-DEFAULT_VARIANTS = tuple(v for v in VARIANTS if not v.endswith("-tcp"))
+#: bench/ice_tcp_client.py) and the ``-ws`` ones (the WebSocket caller leg:
+#: bench/load_ws.py) are asked for by name.
+DEFAULT_VARIANTS = tuple(v for v in VARIANTS if not v.endswith(("-tcp", "-ws")))
 #: The relay under test runs on one core, the callers and the upstream on the other.
 RELAY_CORE, LOAD_CORE = 0, 1
 

@@ -35,6 +35,8 @@ class Point:
     relay_cpu_pct: float | None = None
     relay_main_cpu_pct: float | None = None
     cpu_per_call_pct: float | None = None
+    #: Whether probe calls measured latency (the ``-ws`` variants have none).
+    probed: bool = True
     up_delivered: float | None = None  # received by the upstream / nominal
     down_delivered: float | None = None  # received by the callers / nominal
     down_min_call: float | None = None  # the worst caller's downlink / nominal

@@ -51,12 +51,14 @@ def _relay_problems(
         saturated.append(f"{point.calls_ended} of {point.n} calls ended by the relay side")
     if point.up_delivered is None or point.up_delivered < MIN_DELIVERED:
         saturated.append(f"up {num(point.up_delivered, 3)}")
-    if point.down_delivered is None or point.down_delivered < MIN_DELIVERED:
+    # The WebSocket leg drops the agent's queued audio at each barge-in, as it should, and
+    # these callers never stop talking: its down count is not a delivery ratio (``-ws``
+    # points are unprobed; their calls ending or lagging still shows saturation).
+    down_judged = point.probed
+    if down_judged and (point.down_delivered is None or point.down_delivered < MIN_DELIVERED):
         saturated.append(f"down {num(point.down_delivered, 3)}")
-    for label, lat, base in (
-        ("up", point.lat_up, baseline[0]),
-        ("down", point.lat_down, baseline[1]),
-    ):
+    probed = (("up", point.lat_up, baseline[0]), ("down", point.lat_down, baseline[1]))
+    for label, lat, base in probed if point.probed else ():
         if lat.added_p99_ms is None or lat.p99_ms is None:
             saturated.append(f"no {label} latency onsets")
             continue

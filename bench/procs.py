@@ -30,10 +30,12 @@ def free_port() -> int:
 
 
 def clean_env() -> dict[str, str]:
-    """This process's environment without the relay's, OpenAI's and Python's settings."""
-    return {
-        k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "OPENAI_", "PYTHON"))
-    }
+    """This process's environment without the relay's, OpenAI's and Python's settings;
+    ``PYTHONPATH`` is this checkout, so the relay under test is the code next to the
+    benchmark (not whichever checkout the virtualenv was installed from)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "OPENAI_", "PYTHON"))}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    return env
 
 
 def own_cpu() -> float:

@@ -14,7 +14,7 @@ latency with ``RELAY_UPSTREAM_TRANSPORT=webrtc`` (the default) and ``websocket``
    call-second (nominal 50 up; down is 50 too: both transports send the agent's track
    continuously, silence included).
 2. **Added latency.** ``bench.latency``'s tone-onset method (see its docstring) for the
-   variants ``direct`` (the floor), ``relay-off`` (WebRTC upstream) and ``relay-off-ws``
+   variants ``direct`` (the floor), ``relay-off`` (WebRTC upstream) and ``relay-off-wsup``
    (WebSocket upstream; the probe answers ``GET /v1/realtime`` with OpenAI's event
    protocol, sending the downlink as 20 ms deltas in real time).
 """
@@ -46,7 +46,7 @@ from bench.runinfo import machine_lines
 
 TRANSPORTS = ("webrtc", "websocket")
 WARMUP_S = 4.0
-LATENCY_VARIANTS = ("direct", "relay-off", "relay-off-ws")
+LATENCY_VARIANTS = ("direct", "relay-off", "relay-off-wsup")
 ADMIN = "bench-admin-" + secrets.token_hex(8)
 
 

@@ -37,7 +37,7 @@ import types
 from collections.abc import Callable, Iterator
 
 import aioice.ice
-from aioice import stun
+from aioice import Candidate, stun
 from aiortc import RTCPeerConnection, RTCRtpReceiver
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtp import RtpPacket
@@ -161,19 +161,27 @@ def ice_connections(pc: RTCPeerConnection) -> Iterator[aioice.ice.Connection]:
         yield sctp.transport.transport._connection
 
 
-def selected_pair(pc: RTCPeerConnection) -> dict[str, str] | None:
-    """Local and remote address of the nominated candidate pair, if any."""
+def nominated_candidates(pc: RTCPeerConnection) -> tuple[Candidate, Candidate] | None:
+    """The local and remote candidate of the nominated pair, if any."""
     for connection in ice_connections(pc):
         for pair in connection._nominated.values():
-            local, remote = pair.local_candidate, pair.remote_candidate
-            return {
-                "local": f"{local.host}:{local.port}",
-                "remote": f"{remote.host}:{remote.port}",
-                "protocol": local.transport,
-                "local_type": local.type,
-                "remote_type": remote.type,
-            }
+            return pair.local_candidate, pair.remote_candidate
     return None
+
+
+def selected_pair(pc: RTCPeerConnection) -> dict[str, str] | None:
+    """Local and remote address of the nominated candidate pair, if any."""
+    nominated = nominated_candidates(pc)
+    if nominated is None:
+        return None
+    local, remote = nominated
+    return {
+        "local": f"{local.host}:{local.port}",
+        "remote": f"{remote.host}:{remote.port}",
+        "protocol": local.transport,
+        "local_type": local.type,
+        "remote_type": remote.type,
+    }
 
 
 async def ice_peer_answers(pc: RTCPeerConnection, timeout_secs: float) -> bool:

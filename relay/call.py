@@ -179,6 +179,7 @@ class Call(CallerReconnect):
             created_at=self.timings.created_at,
             setup_seconds=self.timings.setup_seconds,
             upstream_call_id=self.upstream.call_id,
+            transport=self.caller.transport,
         )
 
     def snapshot(self) -> dict[str, Any]:

@@ -57,6 +57,8 @@ class CallInfo:
     created_at: float
     setup_seconds: float | None = None
     upstream_call_id: str | None = None
+    #: What carries the caller's leg (relay.caller.leg.CallerLeg.transport).
+    transport: str = "none"
 
 
 @dataclass(frozen=True)

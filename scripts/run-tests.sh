@@ -10,6 +10,8 @@ PYTEST=(.venv/bin/python -m pytest "$@")
 # OpenAI's browser Agents SDK and axe-core (pinned, cached under the temporary folder).
 .venv/bin/python tests/browser/agents_sdk/install.py || echo "warning: could not fetch the Agents SDK"
 .venv/bin/python tests/browser/axe.py >/dev/null || echo "warning: could not fetch axe-core"
+# mitmproxy (profile d's TLS-inspecting proxy), pinned, in a virtualenv of its own.
+.venv/bin/python tests/browser/mitm_proxy/install.py || echo "warning: could not install mitmproxy"
 if [ "${RELAY_TEST_NETNS:-1}" = "1" ] && unshare -n true 2>/dev/null; then
   exec unshare -n sh -c 'ip link set lo up && exec "$@"' sh "${PYTEST[@]}"
 elif [ "${RELAY_TEST_NETNS:-1}" = "1" ] && unshare -rn true 2>/dev/null; then

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -113,6 +114,11 @@ class ClientNetwork:
         """The client may send to ``address`` only (any protocol, any port)."""
         self._lockdown(f"ip daddr {address} accept")
 
+    def drop_udp(self) -> None:
+        """The client's UDP vanishes without a word (dropped, no ICMP error: a sender
+        learns nothing but silence); TCP to ``host_ip``, any port, gets through."""
+        self._lockdown(f"ip daddr {self.host_ip} meta l4proto tcp accept")
+
     def _lockdown(self, accept: str) -> None:
         self.exec(
             "nft",
@@ -135,6 +141,37 @@ table inet lockdown {{
 """,
         )
 
+    def lose(self, percent: int) -> None:
+        """Drop ``percent`` % of the packets on the client's link, both ways. netem would
+        do (``net.netem("loss 1%")``) where the kernel has sch_netem; nftables' random
+        numbers work wherever the namespace's lockdown does."""
+        self.exec(
+            "nft",
+            "-f",
+            "-",
+            stdin=f"""
+table inet lossy {{
+  chain output {{
+    type filter hook output priority -10; policy accept;
+    oifname "vc0" numgen random mod 100 < {percent} counter drop
+  }}
+  chain input {{
+    type filter hook input priority -10; policy accept;
+    iifname "vc0" numgen random mod 100 < {percent} counter drop
+  }}
+}}
+""",
+        )
+
+    def dropped(self) -> int:
+        """Packets :meth:`lose` dropped so far."""
+        listing = self.exec("nft", "list", "table", "inet", "lossy")
+        return sum(int(n) for n in re.findall(r"counter packets (\d+)", listing))
+
+    def lossless(self) -> None:
+        """Undo :meth:`lose`."""
+        self.exec("nft", "delete", "table", "inet", "lossy")
+
     def netem(self, spec: str) -> None:
         """Loss, delay or jitter on the client's link, both ways (``tc qdisc`` netem)."""
         self.exec("tc", "qdisc", "replace", "dev", "vc0", "root", "netem", *spec.split())
@@ -155,6 +192,17 @@ table inet lockdown {{
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True, check=False)
         for path in self.files:
             path.unlink(missing_ok=True)
+
+
+def stop_process(process: subprocess.Popen[bytes], secs: float = 5.0) -> None:
+    """Terminate ``process`` (killed after ``secs``) and reap it; nothing if it ended."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(secs)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(secs)
 
 
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
@@ -255,13 +303,7 @@ class TurnServer:
         return f"turn:{self.listen_ip}:{self.port}?transport={transport}"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

@@ -70,6 +70,7 @@ async def _assert_flows(call: Any, client: RealtimeClient, link: TcpLink) -> Non
     )
     pair = call.snapshot()["legs"]["caller"]["selected_pair"]
     assert pair is not None and pair["protocol"] == "tcp", pair
+    assert call.snapshot()["transport"] == "tcp"
     assert client.pc.iceConnectionState == "completed"
     assert link.frames_in > 50 and link.frames_out > 50
 

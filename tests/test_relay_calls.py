@@ -89,6 +89,7 @@ async def test_spoken_turn_through_relay(relay: RelayUnderTest, speech_48k: np.n
         assert 0.04 < call.agent_audio.last_response_secs < 5
         snapshot = call.snapshot()
         assert snapshot["state"] == "active"
+        assert snapshot["transport"] == "udp"
         assert snapshot["audio"]["caller_frames_out"] > 25
         assert any(t["role"] == "user" for t in snapshot["transcripts"])
 

@@ -17,6 +17,7 @@ from typing import Any
 import aioice.turn
 import pytest
 import support
+from aioice import Candidate
 from aiortc import RTCConfiguration, RTCIceServer
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from netns import TurnServer
@@ -24,6 +25,7 @@ from relay_fixtures import RelayFactory, RelayUnderTest
 from support import RealtimeClient
 
 from relay import turn
+from relay.caller.webrtc import transport_of
 from relay.config import Secret, Settings
 
 SECRET = "turn-test-shared-secret-0123456789"
@@ -192,6 +194,31 @@ async def test_call_through_coturn_over_tcp(
     assert host == coturn.relay_ip, pair
     assert coturn.relay_ports[0] <= int(port) <= coturn.relay_ports[1], pair
     assert pair["protocol"] == "udp"  # coturn -> relay is UDP; the client's hop is TCP
+    assert pair["remote_type"] == "relay", pair
+    # aioice gives every relayed candidate RFC 8445's priority, which names no protocol.
+    assert call.snapshot()["transport"] == "turn"
+
+
+def _candidate(kind: str, priority: int, transport: str = "udp") -> Candidate:
+    return Candidate("1", 1, transport, priority, "192.0.2.1", 5000, kind)
+
+
+@pytest.mark.parametrize(
+    ("remote", "local", "expected"),
+    [
+        # libwebrtc's priorities: type preference << 24 | local preference << 8 | 255
+        (_candidate("relay", 2 << 24 | 32542 << 8 | 255), "udp", "turn-udp"),
+        (_candidate("relay", 1 << 24 | 32542 << 8 | 255), "udp", "turn-tcp"),
+        (_candidate("relay", 0 << 24 | 32542 << 8 | 255), "udp", "turn-tls"),
+        (_candidate("relay", 0 << 24 | 65535 << 8 | 255), "udp", "turn"),  # RFC 8445's
+        (_candidate("relay", 7 << 24 | 32542 << 8 | 255), "udp", "turn"),
+        (_candidate("host", 126 << 24 | 32542 << 8 | 255), "udp", "udp"),
+        (_candidate("prflx", 110 << 24 | 32542 << 8 | 255), "udp", "udp"),
+        (_candidate("host", 90 << 24 | 32542 << 8 | 255, "tcp"), "tcp", "tcp"),
+    ],
+)
+def test_transport_names_the_path(remote: Candidate, local: str, expected: str) -> None:
+    assert transport_of(_candidate("host", 1, local), remote) == expected
 
 
 async def test_deploy_config_accepts_the_relays_credentials_only() -> None:

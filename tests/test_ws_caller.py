@@ -214,7 +214,8 @@ async def test_spoken_turn_over_websocket(relay: RelayUnderTest, speech_48k: np.
         snapshot = call.snapshot()
         assert snapshot["legs"]["caller"]["connection_state"] == "connected"
         assert snapshot["audio"]["caller_frames_in"] > 100
-        assert snapshot["audio"]["caller_frames_out"] == len(caller.audio)
+        # Every frame the relay counts as sent arrives (one may still be on its way).
+        assert 0 <= snapshot["audio"]["caller_frames_out"] - len(caller.audio) <= 1
         assert any(t["role"] == "user" for t in snapshot["transcripts"])
         assert heard.loud("caller") > 50, "the taps did not hear the caller"
         assert all(f.size == FRAME_SAMPLES for f in heard.frames["caller"])

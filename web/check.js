@@ -4,7 +4,8 @@
  * From this browser, on this network, it tests each way a call reaches the relay, with round-trip
  * times: HTTPS (the page and `GET /api/check`, the relay's ICE and TLS facts), a WebSocket
  * (`/api/check` opened as a WebSocket: an echo), WebRTC over UDP and over TCP (`POST /api/check/webrtc`: a data channel
- * that echoes; the answer's candidates are cut down to one protocol per test), the microphone
+ * that echoes; the answer's candidates are cut down to one protocol per test), WebRTC through the relay's TURN
+ * server when it hands one out (`POST /api/turn_credentials?optional=1`; relayed candidates only), the microphone
  * permission and audio output. It ends with a verdict and advice a network administrator can act on.
  * It talks to this site only. `window.relayCheck.done` resolves to the results (for tests).
  */
@@ -98,9 +99,9 @@ function gathered(pc, ms) {
   });
 }
 
-async function checkWebRtc(protocol) {
+async function checkWebRtc(protocol, configuration = { iceServers: [] }) {
   if (typeof RTCPeerConnection === "undefined") return { ok: false, detail: "this browser has no WebRTC" };
-  const pc = new RTCPeerConnection({ iceServers: [] });
+  const pc = new RTCPeerConnection(configuration);
   try {
     const channel = pc.createDataChannel("check");
     pc.addTransceiver("audio", { direction: "recvonly" }); // the relay answers only offers with audio
@@ -127,10 +128,37 @@ async function checkWebRtc(protocol) {
       await within(echoed, STEP_TIMEOUT_MS, "data channel echo");
       times.push(performance.now() - sentAt);
     }
-    return { ok: true, rttMs: median(times), connectMs, detail: `connected in ${connectMs} ms; echo median ${median(times)} ms` };
+    const via = configuration.iceTransportPolicy === "relay" ? ` via TURN over ${(await relayProtocol(pc)) || "?"}` : "";
+    return { ok: true, rttMs: median(times), connectMs, detail: `connected${via} in ${connectMs} ms; echo median ${median(times)} ms` };
   } finally {
     pc.close();
   }
+}
+
+/** How this browser reaches its TURN server on the selected pair ("udp", "tcp", "tls"). */
+async function relayProtocol(pc) {
+  const stats = await pc.getStats();
+  for (const report of stats.values()) {
+    if (report.type === "candidate-pair" && report.nominated && report.state === "succeeded") {
+      return stats.get(report.localCandidateId)?.relayProtocol || null;
+    }
+  }
+  return null;
+}
+
+/** WebRTC through the TURN server the relay hands its web client (relayed candidates only). */
+async function checkTurn() {
+  const response = await within(
+    fetch("/api/turn_credentials?optional=1", { method: "POST", cache: "no-store" }),
+    STEP_TIMEOUT_MS,
+    "POST /api/turn_credentials",
+  );
+  if (response.status === 204) return { ok: false, skipped: true, detail: "this relay hands out no TURN server" };
+  if (response.status === 401) return { ok: false, skipped: true, detail: "TURN credentials need a key (calls get them with theirs)" };
+  if (!response.ok) throw new Error(`POST /api/turn_credentials: HTTP ${response.status}`);
+  const { ice_servers: iceServers } = await response.json();
+  const result = await checkWebRtc("udp", { iceServers, iceTransportPolicy: "relay" });
+  return { ...result, servers: iceServers.flatMap((server) => server.urls) };
 }
 
 async function checkMicrophone() {
@@ -168,6 +196,7 @@ const CHECKS = [
   ["websocket", "WebSocket", checkWebSocket],
   ["webrtc_udp", "WebRTC over UDP", () => checkWebRtc("udp")],
   ["webrtc_tcp", "WebRTC over TCP", () => checkWebRtc("tcp")],
+  ["turn", "WebRTC through TURN", checkTurn],
   ["microphone", "Microphone permission", checkMicrophone],
   ["output", "Audio output", checkOutput],
 ];
@@ -189,6 +218,10 @@ export function verdict(results, host) {
     level = "warn";
     text = "Calls work over WebRTC on TCP: UDP does not get through, which may cost quality on a lossy network.";
     advice.push(`Allow ${udp} from browsers to ${address} for the best call quality.`);
+  } else if (r("turn").ok) {
+    level = "warn";
+    text = "Calls work over WebRTC through the TURN server: the relay itself is out of reach for media, so each call takes a detour.";
+    advice.push(`Allow ${udp}, or TCP port ${tcpPort}, from browsers to ${address} for a direct path.`);
   } else if (r("websocket").ok) {
     level = "warn";
     text = "Calls work over a WebSocket (HTTPS): WebRTC does not get through. Audio has a little more delay.";
@@ -214,8 +247,8 @@ export function verdict(results, host) {
 function render(results, running) {
   const rows = CHECKS.map(([key, label]) => {
     const result = results[key];
-    const state = !result ? "" : result.ok ? (result.warn ? "warn" : "ok") : "fail";
-    const word = !result ? (running ? "checking…" : "") : result.ok ? "works" : "fails";
+    const state = !result ? "" : result.ok ? (result.warn ? "warn" : "ok") : result.skipped ? "" : "fail";
+    const word = !result ? (running ? "checking…" : "") : result.ok ? "works" : result.skipped ? "not offered" : "fails";
     return `<tr data-check="${key}"><th scope="row">${label}</th><td class="result" data-state="${state}">${word}</td><td>${escape(result?.detail || "")}</td></tr>`;
   });
   $("results").innerHTML = rows.join("");

@@ -152,7 +152,7 @@ export declare class WebSocketTransport implements RealtimeTransport {
   close(options?: { keepalive?: boolean }): Promise<void>;
 }
 
-/** What carries a call, as the relay's snapshot names it. */
+/** What carries a call, as the page names it (the relay's snapshot: udp, tcp, turn-*, websocket). */
 export type TransportKind = "webrtc-udp" | "webrtc-tcp" | "websocket";
 
 export interface ConversationMessage {

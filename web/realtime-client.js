@@ -46,7 +46,7 @@ export { WebSocketTransport } from "./realtime-websocket.js";
 /** Auto mode: how long WebRTC may take to connect (after the relay's answer) before the WebSocket is tried. */
 export const DEFAULT_WEBRTC_TIMEOUT_MS = 5000;
 
-/** What carries the call, as the relay's snapshot names it: "webrtc-udp", "webrtc-tcp" or "websocket". */
+/** What carries the call, as the page names it: "webrtc-udp", "webrtc-tcp" or "websocket" (the relay's snapshot says udp, tcp, turn-udp/-tcp/-tls or websocket). */
 export async function transportKind(transport) {
   if (!transport) return null;
   if (typeof transport.kind === "string") return transport.kind;

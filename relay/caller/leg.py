@@ -37,7 +37,9 @@ class CallerLeg(Protocol):
 
     @property
     def transport(self) -> str:
-        """``webrtc-udp``, ``webrtc-tcp`` or ``websocket``."""
+        """What carries it: ``udp``, ``tcp``, ``turn-udp``, ``turn-tcp``, ``turn-tls``
+        (WebRTC, :func:`relay.caller.webrtc.transport_of`; ``none`` before ICE selected a
+        path) or ``websocket``."""
         ...
 
     async def accept(self, offer_sdp: str, bridge: EventBridge, audio: CallerAudio) -> None:

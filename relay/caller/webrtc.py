@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from aioice import Candidate
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from .. import aiortc_patches
@@ -33,12 +34,16 @@ class WebRtcCallerLeg:
         #: The agent's Opus packets to the browser, forwarded as they are.
         self.downlink = PacketForwardTrack()
         self._readers: set[asyncio.Task[None]] = set()
+        self._transport = "none"
 
     @property
     def transport(self) -> str:
-        """``webrtc-udp`` or ``webrtc-tcp`` (ICE-TCP), from the nominated pair."""
-        pair = aiortc_patches.selected_pair(self.pc)
-        return "webrtc-tcp" if pair is not None and pair["protocol"] == "tcp" else "webrtc-udp"
+        """The path ICE selected (:func:`transport_of`), ``none`` before it selected
+        one; after the call, the last one it used."""
+        nominated = aiortc_patches.nominated_candidates(self.pc)
+        if nominated is not None:
+            self._transport = transport_of(*nominated)
+        return self._transport
 
     async def accept(self, offer_sdp: str, bridge: EventBridge, audio: CallerAudio) -> None:
         """Take the browser's offer; its first audio section feeds ``audio``."""
@@ -46,6 +51,7 @@ class WebRtcCallerLeg:
         pc.on("track", self._on_track)
         pc.on("datachannel", bridge.attach_caller)
         pc.on("connectionstatechange", self._on_state)
+        pc.on("iceconnectionstatechange", lambda: self.transport)  # remember the path
         try:
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
         except SDP_ERRORS as exc:
@@ -105,6 +111,7 @@ class WebRtcCallerLeg:
         return self.dropped_in
 
     async def stats(self) -> Mapping[str, Any]:
+        self.transport  # noqa: B018 -- remember the path while the leg is up
         return await self.pc.getStats()
 
     async def answers(self, timeout_secs: float) -> bool:
@@ -129,6 +136,30 @@ class WebRtcCallerLeg:
             task.cancel()
         await asyncio.gather(*self._readers, return_exceptions=True)
         await self.pc.close()
+
+
+#: The type preference (the top byte of a candidate's priority, RFC 8445 5.1.2) that
+#: libwebrtc (Chrome, Edge, Safari) gives a relayed candidate, by how it reaches its
+#: TURN server (``IcePriorityValue`` in libwebrtc's p2p/base/port.h). The relay itself
+#: sees only the TURN server's relayed UDP address; how the browser reaches that server
+#: only the browser knows, and this is where it says it.
+TURN_PROTOCOL_OF_PREFERENCE = {2: "turn-udp", 1: "turn-tcp", 0: "turn-tls"}
+#: RFC 8445's recommended priority of every relayed candidate of a single-homed agent
+#: (type preference 0, local preference 65535; aioice's): it says nothing of the protocol.
+_RFC_RELAYED_PRIORITY = 65535 << 8
+
+
+def transport_of(local: Candidate, remote: Candidate) -> str:
+    """What carries a WebRTC caller leg, from its selected pair: ``udp`` or ``tcp``
+    (ICE-TCP) between the browser and the relay; when the browser's candidate is a
+    relayed one, ``turn-udp``, ``turn-tcp`` or ``turn-tls`` (the browser's hop to its
+    TURN server, read from the candidate's priority as libwebrtc encodes it), or
+    ``turn`` from an agent whose priority does not tell."""
+    if remote.type == "relay":
+        if remote.priority & 0xFFFFFF00 == _RFC_RELAYED_PRIORITY:
+            return "turn"
+        return TURN_PROTOCOL_OF_PREFERENCE.get(remote.priority >> 24, "turn")
+    return "tcp" if local.transport.lower() == "tcp" else "udp"
 
 
 async def _drain(track: MediaStreamTrack) -> None:

@@ -41,6 +41,17 @@ logger = logging.getLogger(__name__)
 FRAME_SECS = CANONICAL_FRAME_SAMPLES / CANONICAL_RATE
 #: Agent audio queued for the browser at most (then the oldest is dropped): 200 ms.
 MAX_AGENT_FRAMES = 10
+#: Agent audio queued is latency that a burst from upstream left behind (sending in
+#: real time never drains it): a silent frame is skipped while this many frames (20 ms
+#: each) wait behind it. Speech is never skipped, and nothing is sent faster; the
+#: browser's playout buffer absorbs the jitter.
+TARGET_AGENT_FRAMES = 2
+#: A frame whose samples all stay within this (of 32767, about -54 dBFS) is silence.
+SILENT_PEAK = 64
+#: How far behind its clock the paced sender may be and still catch up (a busy event
+#: loop woke it late): beyond it, the clock restarts. Without catching up, every late
+#: wake-up would slow the stream below real time and leave a backlog behind.
+CATCH_UP_SECS = 0.1
 #: Events queued for a browser that does not read (then the oldest is dropped).
 MAX_EVENTS = 10_000
 #: Close codes of a socket that died rather than closed (no close frame from the peer).
@@ -85,15 +96,17 @@ class AgentPcm:
     """Agent Opus packets -> 24 kHz mono PCM16 frames, queued for the paced sender.
 
     A barge-in (:meth:`clear`) moves to a new turn: frames of the old one still queued
-    are skipped by :meth:`next_frame`, and counted."""
+    are skipped by :meth:`next_frame`, and counted. A silent frame is skipped too while
+    :data:`TARGET_AGENT_FRAMES` or more wait behind it (``caught_up`` counts them)."""
 
     def __init__(self, max_frames: int = MAX_AGENT_FRAMES) -> None:
         self._decoder = OpusDecoder()
         self._resampler = To24kMono()
-        self._queue: DropOldestQueue[tuple[int, bytes]] = DropOldestQueue(max_frames)
+        self._queue: DropOldestQueue[tuple[int, bytes, bool]] = DropOldestQueue(max_frames)
         self._turn = 0
         self._held = False
         self.cleared = 0
+        self.caught_up = 0
 
     def push(self, payload: bytes) -> None:
         pcm = self._decoder.decode(payload)  # decoded even when held: the codec's state
@@ -101,7 +114,8 @@ class AgentPcm:
             self.cleared += 1
         elif pcm.size:
             for frame in self._resampler.push(pcm):
-                self._queue.put((self._turn, frame.astype("<i2").tobytes()))
+                silent = bool(np.abs(frame.astype(np.int32)).max() <= SILENT_PEAK)
+                self._queue.put((self._turn, frame.astype("<i2").tobytes(), silent))
 
     def clear(self, *, hold: bool = False) -> None:
         """Drop every frame queued so far (barge-in); ``hold``: and every frame that
@@ -115,9 +129,13 @@ class AgentPcm:
     async def next_frame(self) -> bytes | None:
         """The next frame to send; ``None`` once closed."""
         while (item := await self._queue.get()) is not None:
-            if item[0] == self._turn:
-                return item[1]
-            self.cleared += 1
+            turn, frame, silent = item
+            if turn != self._turn:
+                self.cleared += 1
+            elif silent and len(self._queue) >= TARGET_AGENT_FRAMES:
+                self.caught_up += 1
+            else:
+                return frame
         return None
 
     @property
@@ -254,12 +272,13 @@ class WebSocketCallerLeg:
 
     async def _send_agent_audio(self) -> None:
         """One frame per 20 ms of real time: a burst from upstream waits in the queue
-        (the oldest dropped beyond :data:`MAX_AGENT_FRAMES`); after a pause the clock
-        restarts, so the next stretch starts at once."""
+        (the oldest dropped beyond :data:`MAX_AGENT_FRAMES`). A late wake-up catches up
+        with the clock (never ahead of it), up to :data:`CATCH_UP_SECS` behind; after a
+        pause, or further behind, the clock restarts, so the next stretch starts at once."""
         due: float | None = None
         while (frame := await self.agent.next_frame()) is not None:
             now = time.monotonic()
-            if due is None or due < now - FRAME_SECS:
+            if due is None or due < now - CATCH_UP_SECS:
                 due = now
             elif due > now:
                 await asyncio.sleep(due - now)
@@ -297,6 +316,7 @@ class WebSocketCallerLeg:
             "selected_pair": None,
             "agent_frames_queued": self.agent.queued,
             "agent_frames_cleared": self.agent.cleared,
+            "agent_silent_frames_skipped": self.agent.caught_up,
         }
 
     def stop(self) -> None:

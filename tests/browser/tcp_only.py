@@ -4,6 +4,7 @@ built in on a namespace's host side, and Chromium living inside a namespace."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from browser_harness import CHROMIUM
 from certs import self_signed
 from netns import ClientNetwork, available
+from playwright.async_api import expect
 from relay_fixtures import ServedRelay, ServeRelay
 
 
@@ -57,21 +59,61 @@ async def relay_on_443(
     return relay
 
 
-async def chromium_on(wrapper: Path, address: str, launch: Any, wav: Path, *extra: str) -> Any:
+async def chromium_on(
+    wrapper: Path, address: str, launch: Any, wav: Path, *extra: str, trust_spki: str = ""
+) -> Any:
     """Chromium run by ``wrapper`` (a namespace's), with ``wav`` as its microphone,
-    trusting the test's certificate and resolving nothing but ``address``."""
+    resolving nothing but ``address``; it accepts any certificate (the test's own
+    self-signed one), or with ``trust_spki`` only those of that key (base64 SHA-256 of a
+    SubjectPublicKeyInfo: a TLS-inspecting proxy's CA, whose leaves share its key)."""
+    trust = (
+        f"--ignore-certificate-errors-spki-list={trust_spki}"
+        if trust_spki
+        else "--ignore-certificate-errors"
+    )
     return await launch(
         wav=wav,
         executable=str(wrapper),
-        args=(
-            "--ignore-certificate-errors",  # the test's own self-signed certificate
-            f"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE {address}",
-            *extra,
-        ),
+        args=(trust, f"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE {address}", *extra),
     )
 
 
-async def chromium_inside(net: ClientNetwork, launch: Any, wav: Path, *extra: str) -> Any:
+async def chromium_inside(
+    net: ClientNetwork, launch: Any, wav: Path, *extra: str, trust_spki: str = ""
+) -> Any:
     """Chromium living on ``net``, with ``wav`` as its microphone."""
     assert CHROMIUM is not None
-    return await chromium_on(net.wrapper(CHROMIUM), net.host_ip, launch, wav, *extra)
+    return await chromium_on(
+        net.wrapper(CHROMIUM), net.host_ip, launch, wav, *extra, trust_spki=trust_spki
+    )
+
+
+async def run_check_page(browser: Any, open_page: Any, relay: ServedRelay) -> tuple[Any, Any]:
+    """/check opened by ``browser``; returns its page and ``window.relayCheck.done``
+    (the results of each check, and the verdict's level)."""
+    check = await open_page(browser, relay.url("/check"), goto=False)
+    await check.page.goto(relay.url("/check"))
+    return check.page, await check.page.evaluate("window.relayCheck.done")
+
+
+async def check_says_only_websocket_works(browser: Any, open_page: Any, relay: ServedRelay) -> Any:
+    """/check from ``browser``: HTTPS and the WebSocket work, WebRTC does not (UDP nor
+    TCP), a warning whose verdict names the WebSocket. Returns the check page."""
+    check, done = await run_check_page(browser, open_page, relay)
+    results = done["results"]
+    assert results["https"]["ok"] and results["websocket"]["ok"], results
+    assert not results["webrtc_udp"]["ok"] and not results["webrtc_tcp"]["ok"], results
+    assert done["level"] == "warn"
+    await expect(check.locator("#verdict")).to_contain_text("over a WebSocket")
+    return check
+
+
+async def calls_by_transport(relay: ServedRelay) -> dict[str, float]:
+    """``realtime_relay_calls_by_transport_total`` as ``GET /metrics`` shows it."""
+    async with relay.http.get(relay.url("/metrics"), ssl=False) as response:
+        assert response.status == 200, await response.text()
+        text = await response.text()
+    found = re.findall(
+        r'^realtime_relay_calls_by_transport_total\{transport="([^"]+)"\} (\S+)$', text, re.M
+    )
+    return {name: float(count) for name, count in found}

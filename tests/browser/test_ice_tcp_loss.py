@@ -12,7 +12,6 @@ currentRoundTripTime (getStats), is reported alongside."""
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -46,35 +45,6 @@ RTT_JS = """async () => {
   }
   return null;
 }"""
-
-
-def lose(net: ClientNetwork, percent: int) -> None:
-    """Drop ``percent`` % of the packets on the client's link, both ways. netem would do
-    (``net.netem("loss 1%")``) where the kernel has sch_netem; nftables' random numbers
-    work wherever the namespace's lockdown does."""
-    net.exec(
-        "nft",
-        "-f",
-        "-",
-        stdin=f"""
-table inet lossy {{
-  chain output {{
-    type filter hook output priority -10; policy accept;
-    oifname "vc0" numgen random mod 100 < {percent} counter drop
-  }}
-  chain input {{
-    type filter hook input priority -10; policy accept;
-    iifname "vc0" numgen random mod 100 < {percent} counter drop
-  }}
-}}
-""",
-    )
-
-
-def dropped(net: ClientNetwork) -> int:
-    """Packets the ``lossy`` table dropped so far."""
-    listing = net.exec("nft", "list", "table", "inet", "lossy")
-    return sum(int(n) for n in re.findall(r"counter packets (\d+)", listing))
 
 
 def spikes(backlog: list[tuple[float, int]]) -> list[tuple[float, float, int]]:
@@ -114,7 +84,7 @@ async def test_ice_tcp_call_rides_out_one_percent_loss(
     pair = call.snapshot()["legs"]["caller"]["selected_pair"]
     assert pair is not None and pair["protocol"] == "tcp", pair
 
-    lose(tcp_only_net, 1)
+    tcp_only_net.lose(1)
     frames0, t0 = call.caller_audio.frames_in, time.monotonic()
     backlog: list[tuple[float, int]] = []
     rtts: list[float] = []
@@ -128,7 +98,7 @@ async def test_ice_tcp_call_rides_out_one_percent_loss(
         await asyncio.sleep(SAMPLE_SECS)
 
     assert call.state == "active", call.state
-    lost = dropped(tcp_only_net)
+    lost = tcp_only_net.dropped()
     values = [v for _, v in backlog]
     start = min(values[: int(2 / SAMPLE_SECS)])
     end = sorted(values[-int(3 / SAMPLE_SECS) :])[len(values[-int(3 / SAMPLE_SECS) :]) // 2]

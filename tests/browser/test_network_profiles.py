@@ -32,7 +32,7 @@ from certs import self_signed
 from netns import ClientNetwork, NattedRelay, TurnServer
 from playwright.async_api import expect
 from relay_fixtures import ServeRelay
-from tcp_only import chromium_on, relay_https, require_netns
+from tcp_only import calls_by_transport, chromium_on, relay_https, require_netns, run_check_page
 
 from relay.config import Secret
 
@@ -87,6 +87,13 @@ async def _call_from(
     return page, call
 
 
+async def _hang_up(page: Any, relay: Any) -> None:
+    """End the call from the page; returns once the relay is done with it."""
+    await page.page.get_by_role("button", name="End call").click()
+    await expect(page.page.locator("#status-text")).to_have_text("Call ended")
+    await wait_until(lambda: len(relay.registry) == 0, 10, "the relay to end the call")
+
+
 async def _assert_transcript(page: Any) -> None:
     state = await page.wait_state(
         "s.messages.some((m) => m.role === 'user' && m.final && m.text)", 30
@@ -106,7 +113,19 @@ async def test_profile_a_open_network_uses_udp(
     page, call = await _call_from(private_net, relay, launch, open_page, call_wav)
     pair = call.snapshot()["legs"]["caller"]["selected_pair"]
     assert pair is not None and pair["protocol"] == "udp", pair
+    assert call.snapshot()["transport"] == "udp"
+    await expect(page.page.locator("#transport")).to_have_text("via WebRTC (UDP)")
     await _assert_transcript(page)
+    # /check from the same browser: every path works, and the verdict says so.
+    check, done = await run_check_page(page.page.context.browser, open_page, relay)
+    results = done["results"]
+    for key in ("https", "websocket", "webrtc_udp", "webrtc_tcp", "microphone"):
+        assert results[key]["ok"], (key, results[key])
+    assert results["turn"]["skipped"] and not results["turn"]["ok"], results["turn"]
+    assert done["level"] == "ok"
+    await expect(check.locator("#verdict")).to_contain_text("WebRTC over UDP")
+    await _hang_up(page, relay)
+    assert (await calls_by_transport(relay))["udp"] == 1
 
 
 async def test_profile_b_only_tcp_to_the_page_port_uses_ice_tcp(
@@ -123,7 +142,20 @@ async def test_profile_b_only_tcp_to_the_page_port_uses_ice_tcp(
     pair = call.snapshot()["legs"]["caller"]["selected_pair"]
     assert pair is not None and pair["protocol"] == "tcp", pair
     assert pair["local"] == f"{public_net.host_ip}:443"
+    assert call.snapshot()["transport"] == "tcp"
+    await expect(page.page.locator("#transport")).to_have_text("via WebRTC (TCP)")
     await _assert_transcript(page)
+    # /check from the same browser: UDP fails, TCP to 443 works; the advice: open UDP.
+    check, done = await run_check_page(page.page.context.browser, open_page, relay)
+    results = done["results"]
+    assert results["https"]["ok"] and results["webrtc_tcp"]["ok"], results
+    assert results["websocket"]["ok"], results
+    assert not results["webrtc_udp"]["ok"], results
+    assert done["level"] == "warn"
+    await expect(check.locator("#verdict")).to_contain_text("WebRTC on TCP")
+    await expect(check.locator("#advice")).to_contain_text("Allow UDP")
+    await _hang_up(page, relay)
+    assert (await calls_by_transport(relay))["tcp"] == 1
 
 
 TURN_SECRET = "profile-c-turn-secret-0123456789"
@@ -172,7 +204,18 @@ async def test_profile_c_only_coturn_over_tcp_uses_turn(
         assert pair["protocol"] == "udp", pair  # coturn -> relay; browser -> coturn is TCP
         seen = await page.page.evaluate(SELECTED_PAIR_JS)
         assert seen["localType"] == "relay" and seen["relayProtocol"] == "tcp", seen
+        # The relay names the browser's hop to coturn as the browser itself does.
+        assert call.snapshot()["transport"] == "turn-tcp"
         await _assert_transcript(page)
+        # /check from the same browser: no direct path, TURN (over TCP) works.
+        check, done = await run_check_page(page.page.context.browser, open_page, relay)
+        results = done["results"]
+        assert results["turn"]["ok"] and "via TURN over tcp" in results["turn"]["detail"], results
+        assert not results["webrtc_udp"]["ok"] and not results["webrtc_tcp"]["ok"], results
+        assert done["level"] == "warn"
+        await expect(check.locator("#verdict")).to_contain_text("through the TURN server")
+        await _hang_up(page, relay)
+        assert (await calls_by_transport(relay))["turn-tcp"] == 1
     finally:
         coturn.stop()
 
@@ -255,6 +298,7 @@ async def test_profile_e_relay_behind_nat_announces_its_public_address(
             snapshot = await _snapshot(http, private, call_id)
             pair = snapshot["legs"]["caller"]["selected_pair"]
             assert pair["protocol"] == "udp", pair
+            assert snapshot["transport"] == "udp"
             assert pair["local"].rsplit(":", 1)[0] == natted.public_ip, pair
             assert pair["remote"].rsplit(":", 1)[0] == natted.client_ip, pair
             seen = await page.page.evaluate(SELECTED_PAIR_JS)

@@ -6,17 +6,16 @@ one socket, the agent played from it, the events on it too.
 (b) Chromium in a network namespace that reaches the relay only through an HTTP
     CONNECT proxy (a real squid, allowing CONNECT to the relay's 443 only; no UDP, no
     direct TCP). Chromium sends WebRTC's ICE-TCP through the proxy itself, so with the
-    relay's ICE-TCP on the call is ``webrtc-tcp``; with it off (a relay behind an HTTPS
-    load balancer) WebRTC cannot connect and the page falls back to the WebSocket within
-    the bound and names it. Either way the call works: audio both ways on the relay's
-    side, the user's transcript on the page."""
+    relay's ICE-TCP on the call is ``webrtc-tcp`` (the relay's snapshot: ``tcp``); with it
+    off (a relay behind an HTTPS load balancer) WebRTC cannot connect and the page falls
+    back to the WebSocket within the bound and names it. Either way the call works: audio
+    both ways on the relay's side, the user's transcript on the page."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -27,8 +26,9 @@ import pytest
 from browser_harness import LEVEL_SAMPLER_JS, wait_until
 from netns import ClientNetwork
 from playwright.async_api import expect
+from proxy_process import ProxyProcess
 from relay_fixtures import RelayFactory, ServeRelay
-from tcp_only import chromium_inside, relay_https, require_netns
+from tcp_only import check_says_only_websocket_works, chromium_inside, relay_https, require_netns
 
 pytestmark = [pytest.mark.browser]
 
@@ -74,7 +74,7 @@ async def test_forced_websocket_call(
     assert page.unexpected_errors() == []
 
 
-class Squid:
+class Squid(ProxyProcess):
     """A real squid, in the test's namespace, that allows CONNECT to one address and
     port only (what a corporate proxy that passes HTTPS does)."""
 
@@ -100,44 +100,17 @@ class Squid:
             "cache_effective_user proxy\n"
             "dns_nameservers 127.0.0.1\n"
         )
-        self.log = self.folder / "squid.out"
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                # -n: a service name of its own (its shared memory does not meet another squid's)
-                ["squid", "-N", "-n", f"relaytest{os.getpid()}", "-f", str(conf)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"squid exited: {self.logs()}")
-            done = subprocess.run(
-                ["ss", "-Hltn", f"sport = :{SQUID_PORT}"], capture_output=True, text=True
-            )
-            if str(SQUID_PORT) in done.stdout:
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"squid not listening: {self.logs()}")
-
-    def logs(self) -> str:
-        parts = [p.read_text(errors="replace")[-1500:] for p in self.folder.glob("*.log*")]
-        return "\n".join(parts + [self.log.read_text(errors="replace")[-1500:]])
+        super().__init__(
+            "squid",
+            self.folder,
+            # -n: a service name of its own (its shared memory does not meet another squid's)
+            ["squid", "-N", "-n", f"relaytest{os.getpid()}", "-f", str(conf)],
+            SQUID_PORT,
+        )
 
     def access_log(self) -> str:
         path = self.folder / "access.log"
         return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -160,13 +133,14 @@ async def squid(proxied_net: ClientNetwork) -> AsyncIterator[Squid]:
 
 
 @pytest.mark.parametrize(
-    ("ice_tcp", "expected"),
-    [(False, "websocket"), (True, "webrtc-tcp")],
+    ("ice_tcp", "expected", "relay_names"),
+    [(False, "websocket", "websocket"), (True, "webrtc-tcp", "tcp")],
     ids=["no-ice-tcp", "ice-tcp"],
 )
 async def test_call_through_a_connect_proxy(
     ice_tcp: bool,
     expected: str,
+    relay_names: str,
     proxied_net: ClientNetwork,
     squid: Squid,
     serve_relay: ServeRelay,
@@ -197,7 +171,7 @@ async def test_call_through_a_connect_proxy(
     # A blocked WebRTC attempt costs its bound (5 s after the relay's answer), not more.
     assert took < 15, f"the call took {took:.1f} s to come up"
     call = relay.registry.get_call(state["callId"])
-    assert call is not None and call.snapshot()["transport"] == expected
+    assert call is not None and call.snapshot()["transport"] == relay_names
 
     def flowing() -> bool:
         return call.caller_audio.frames_in > 100 and call.caller.frames_out > 50
@@ -208,15 +182,8 @@ async def test_call_through_a_connect_proxy(
     assert len(relay.registry) == 1
     if expected == "websocket":
         # The check page, from the same network, says what works and what to open.
-        check = await open_page(browser, relay.url("/check"), goto=False)
-        await check.page.goto(relay.url("/check"))
-        done = await check.page.evaluate("window.relayCheck.done")
-        results = done["results"]
-        assert results["https"]["ok"] and results["websocket"]["ok"], results
-        assert not results["webrtc_udp"]["ok"] and not results["webrtc_tcp"]["ok"], results
-        assert done["level"] == "warn"
-        await expect(check.page.locator("#verdict")).to_contain_text("WebSocket")
-        await expect(check.page.locator("#advice")).to_contain_text("Allow UDP")
+        check = await check_says_only_websocket_works(browser, open_page, relay)
+        await expect(check.locator("#advice")).to_contain_text("Allow UDP")
     # It all went through the proxy (squid logs a tunnel when it closes).
     await browser.close()
     await wait_until(lambda: f"CONNECT {net.host_ip}:443" in squid.access_log(), 10, "the log")

@@ -69,12 +69,14 @@ class FakeCall:
         model: str = "gpt-realtime",
         user_agent: str = "pytest",
         record: bool = False,
+        transport: str = "udp",
     ) -> None:
         self.id = call_id or "rtc_" + secrets.token_hex(8)
         self.state = "active"
         self.model = model
         self.user_agent = user_agent
         self.record = record
+        self.transport = transport
         self.created_at = time.time()
         self.ended_at: float | None = None
         self.outcome: str | None = None
@@ -89,6 +91,7 @@ class FakeCall:
             record=self.record,
             created_at=self.created_at,
             setup_seconds=0.5,
+            transport=self.transport,
         )
 
     def snapshot(self) -> dict[str, Any]:

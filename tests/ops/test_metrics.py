@@ -106,6 +106,21 @@ def test_observer_counts_calls_by_outcome_and_duration() -> None:
     assert value(metrics, "call_duration_seconds_count") == 2
 
 
+def test_observer_counts_ended_calls_by_transport() -> None:
+    """Each ended call counts once under what carried its caller leg; a name the
+    vocabulary does not know is folded into 'other'; every known one exists at zero."""
+    metrics, directory = observed()
+    assert value(metrics, "calls_by_transport_total", transport="turn-tls") == 0
+    for transport in ("udp", "turn-tcp", "websocket", "turn-tcp", "carrier-pigeon"):
+        directory.end(directory.start(FakeCall(transport=transport)), "hangup")
+    assert value(metrics, "calls_by_transport_total", transport="udp") == 1
+    assert value(metrics, "calls_by_transport_total", transport="turn-tcp") == 2
+    assert value(metrics, "calls_by_transport_total", transport="websocket") == 1
+    assert value(metrics, "calls_by_transport_total", transport="other") == 1
+    assert value(metrics, "calls_by_transport_total", transport="tcp") == 0
+    assert value(metrics, "calls_total", outcome="hangup") == 5
+
+
 def test_event_types_are_bounded_and_errors_counted_by_code() -> None:
     """Known OpenAI types keep their name, others become 'other'; error codes too."""
     metrics, directory = observed()

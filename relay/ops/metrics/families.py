@@ -55,6 +55,15 @@ FAMILIES: Final = (
         ("outcome",),
     ),
     Family(
+        "counter",
+        "calls_by_transport",
+        "Calls ended, by what carried the caller's leg: udp or tcp (WebRTC to the relay, "
+        "tcp is ICE-TCP), turn-udp, turn-tcp or turn-tls (WebRTC through a TURN server "
+        "the browser reached over UDP, TCP or TLS; turn: not told), websocket, none "
+        "(ICE never selected a path).",
+        ("transport",),
+    ),
+    Family(
         "histogram",
         "call_setup_seconds",
         "Successful call set-up: stage=total is offer received to answer sent, "

@@ -31,6 +31,7 @@ from .registry import RelayMetrics
 from .vocabulary import (
     MEDIA_DIRECTIONS,
     OUTCOMES,
+    TRANSPORTS,
     error_code_label,
     event_type_label,
     fold,
@@ -133,6 +134,7 @@ class MetricsObserver(Observer):
             return  # never started, or already ended: count each call once
         self._metrics.calls_active.dec()
         self._metrics.calls_total.labels(fold(end.outcome, OUTCOMES)).inc()
+        self._metrics.calls_by_transport_total.labels(fold(call.transport, TRANSPORTS)).inc()
         self._metrics.call_duration_seconds.observe(time.monotonic() - media.started)
 
     # -- internals -------------------------------------------------------------------

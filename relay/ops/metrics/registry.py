@@ -42,6 +42,7 @@ from .vocabulary import (
     SERVER_EVENT_TYPES,
     SETUP_FAILURE_REASONS,
     SETUP_STAGES,
+    TRANSPORTS,
     UPSTREAM_ERROR_CODES,
     WEBHOOK_EVENTS,
     WEBHOOK_FAILURE_REASONS,
@@ -82,6 +83,7 @@ class RelayMetrics:
     calls_active: Gauge
     calls_capacity: Gauge
     calls_total: Counter
+    calls_by_transport_total: Counter
     call_setup_seconds: Histogram
     call_setup_failures_total: Counter
     call_duration_seconds: Histogram
@@ -159,6 +161,7 @@ class RelayMetrics:
         before the first event, and let tests see every name the dashboard uses."""
         one_label: tuple[tuple[MetricWrapperBase, tuple[str, ...]], ...] = (
             (self.calls_total, (*OUTCOMES, OTHER)),
+            (self.calls_by_transport_total, (*TRANSPORTS, OTHER)),
             (self.call_setup_seconds, SETUP_STAGES),
             (self.call_setup_failures_total, (*SETUP_FAILURE_REASONS, OTHER)),
             (self.audio_processing_seconds, SPEAKERS),

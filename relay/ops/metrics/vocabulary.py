@@ -37,6 +37,13 @@ OUTCOMES: Final = (
     "error",
 )
 
+#: What carried a call's caller leg (``CallInfo.transport``; see
+#: relay.caller.webrtc.transport_of): WebRTC straight to the relay over ``udp`` or
+#: ``tcp`` (ICE-TCP), through a TURN server the browser reaches over UDP, TCP or TLS
+#: (``turn``: relayed, the browser did not tell how), the ``websocket`` leg, or ``none``
+#: (ICE never selected a path).
+TRANSPORTS: Final = ("udp", "tcp", "turn-udp", "turn-tcp", "turn-tls", "turn", "websocket", "none")
+
 #: Why an offer did not become a call (``SetupResult.failure``, folded).
 SETUP_FAILURE_REASONS: Final = (
     "bad_request",

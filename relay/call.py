@@ -71,7 +71,11 @@ U = TypeVar("U")
 #: Agent audio silent this long: check that OpenAI's side still answers ICE checks
 #: (the caller's side is checked after ``media_timeout_secs`` of silence).
 UPSTREAM_QUIET_SECS = 0.4
+#: How long a quiet leg's peer has to answer a connectivity check: the caller may be on
+#: a slow mobile network; OpenAI's side is a data centre away (and a dead one must be
+#: replaced, or the browser told, within 2 s: quiet + a tick + this + recovery).
 PROBE_SECS = 0.7
+UPSTREAM_PROBE_SECS = 0.5
 ERROR_FLUSH_SECS = 0.15
 #: What the browser is told (an ``error`` event) when the call ends on OpenAI's side.
 UPSTREAM_LOST = {
@@ -335,7 +339,7 @@ class Call(CallerReconnect):
                 alive = await self.caller.answers(PROBE_SECS)
             else:  # a leg swapped out meanwhile (a rollover) is not the call's to judge
                 upstream = self.upstream
-                alive = await upstream.answers(PROBE_SECS) or upstream is not self.upstream
+                alive = await upstream.answers(UPSTREAM_PROBE_SECS) or upstream is not self.upstream
         finally:
             self._probing.discard(leg)
         if not alive and self.state == "active":

@@ -65,7 +65,7 @@ RETIRE_AFTER_SECS = 1.0
 #: Recovery: the last attempt, begun before the deadline, may finish this much after it.
 ATTEMPT_GRACE_SECS = 3.0
 #: Recovery gets at least this long, however long ago OpenAI was last heard.
-MIN_RECOVERY_SECS = 0.3
+MIN_RECOVERY_SECS = 0.2
 RENEWED_EVENT = "relay.session.renewed"
 #: How a session may die and be replaced: its peer gone (the probe, ICE) or its cap hit.
 #: A session OpenAI's side closes (a hangup) ends the call.

@@ -350,7 +350,7 @@ def normalise_relay_field(session: Mapping[str, Any], param: str = "session") ->
                 code="invalid_value",
                 param=f"{where}.allowed_client_items[{index}]",
             )
-    full = {
+    full: dict[str, Any] = {
         "allowed_client_events": list(_names(client, f"{where}.allowed_client_events")),
         "allowed_server_events": list(_names(server, f"{where}.allowed_server_events")),
         "locked_fields": list(_names(locked, f"{where}.locked_fields")),

@@ -13,7 +13,7 @@ from playwright.async_api import expect
 from relay_fixtures import RelayFactory
 from test_react_hook import serve_react_app
 from test_voice_page_history import PATIENT, emulator_sessions
-from test_voice_page_relay_history import listed_for_u1
+from test_voice_page_relay_history import listed_for_u1, opening_context
 
 pytestmark = pytest.mark.browser
 
@@ -55,16 +55,8 @@ async def test_component_lists_the_relay_history_and_continues(
 
     await history.get_by_role("button", name="Continue this conversation").click()
     await expect(p.locator(".rvc-status")).to_have_text("Connected", timeout=15000)
-    call = await emulator_sessions(relay).wait_for_call(2)
-
-    def context_text() -> str:
-        for event in call.client_events:
-            if isinstance(event, dict) and event.get("type") == "conversation.item.create":
-                return str(event["item"]["content"][0]["text"])
-        return ""
-
-    await wait_until(lambda: bool(context_text()), 10, "the context item at the emulator")
-    assert f"User: {said[0]}" in context_text()
+    context = await opening_context(await emulator_sessions(relay).wait_for_call(2))
+    assert f"User: {said[0]}" in context
     await p.get_by_role("button", name="End call").click()
     assert await p.evaluate("window.__chat.errors") == []
     assert page.unexpected_errors() == []

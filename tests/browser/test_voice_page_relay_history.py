@@ -46,6 +46,20 @@ async def listed_for_u1(relay: RelayUnderTest) -> list[dict[str, Any]]:
         return data
 
 
+async def opening_context(call: Any) -> str:
+    """The text of the first item the browser added to ``call`` (at the emulator): what
+    "Continue this conversation" carries."""
+
+    def text() -> str:
+        for event in call.client_events:
+            if isinstance(event, dict) and event.get("type") == "conversation.item.create":
+                return str(event["item"]["content"][0]["text"])
+        return ""
+
+    await wait_until(lambda: bool(text()), 10, "the context item at the emulator")
+    return text()
+
+
 async def history_loaded(p: Any) -> bool:
     return bool(await p.evaluate("window.realtimeApp.historyLoaded"))
 
@@ -92,15 +106,7 @@ async def test_relay_history_survives_a_reload_and_continues(
     # Continue: the recorded turns open the new session, as with the browser's history.
     await p.get_by_role("button", name="Continue this conversation").click()
     await expect(p.locator("#status-text")).to_have_text("Connected", timeout=15000)
-    call = await emulator_sessions(relay).wait_for_call(2)
-
-    def context_text() -> str:
-        for event in call.client_events:
-            if isinstance(event, dict) and event.get("type") == "conversation.item.create":
-                return str(event["item"]["content"][0]["text"])
-        return ""
-
-    await wait_until(lambda: bool(context_text()), 10, "the context item at the emulator")
-    assert f"User: {said[0]}" in context_text()
+    context = await opening_context(await emulator_sessions(relay).wait_for_call(2))
+    assert f"User: {said[0]}" in context
     await p.get_by_role("button", name="End call").click()
     assert page.unexpected_errors() == []

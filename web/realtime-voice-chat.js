@@ -35,7 +35,7 @@ export function RealtimeVoiceChat(props = {}) {
     { className: ["rvc", className].filter(Boolean).join(" "), "aria-label": "Voice chat" },
     h("p", { className: "rvc-status", role: "status" }, status),
     chat.error && errorAlert(chat),
-    controls(chat),
+    controls(chat, history),
     history && earlier(history, chat),
     transcripts(chat),
     composer(chat, draft, setDraft, onSubmit),
@@ -51,7 +51,7 @@ function errorAlert(chat) {
   );
 }
 
-function controls(chat) {
+function controls(chat, history) {
   const muted = chat.isConnected && !chat.isRecording;
   return h(
     "div",
@@ -70,7 +70,7 @@ function controls(chat) {
       },
       muted ? "Unmute" : "Mute",
     ),
-    h("button", { type: "button", className: "rvc-clear", onClick: chat.clearTranscripts }, "Clear"),
+    h("button", { type: "button", className: "rvc-clear", onClick: () => clear(chat, history) }, "Clear"),
   );
 }
 
@@ -92,6 +92,12 @@ function useHistory(kind, chat) {
     history?.merge(chat.messages);
   }, [history, chat.messages]);
   return history;
+}
+
+/** Clears the transcripts, and the earlier turns with them (see the history's `clear()`). */
+function clear(chat, history) {
+  history?.clear();
+  chat.clearTranscripts();
 }
 
 function earlier(history, chat) {

@@ -1,6 +1,7 @@
 """``RealtimeVoiceChat`` with ``history: "relay"`` (issue 15), in real Chromium through a
 recording relay: after a reload the component lists the signed-in user's earlier turns,
-read back from the relay, and "Continue this conversation" carries them into a new call."""
+read back from the relay, "Continue this conversation" carries them into a new call, and
+"Clear" hides them on this browser."""
 
 from __future__ import annotations
 
@@ -58,5 +59,16 @@ async def test_component_lists_the_relay_history_and_continues(
     context = await opening_context(await emulator_sessions(relay).wait_for_call(2))
     assert f"User: {said[0]}" in context
     await p.get_by_role("button", name="End call").click()
+    await expect(p.locator(".rvc-status")).to_have_text("Not connected")
+
+    # Clear hides it on this browser, past a reload too (the recordings stay).
+    await p.get_by_role("button", name="Clear").click()
+    await expect(history).to_have_count(0)
+    async with p.expect_response(lambda r: "/api/conversations" in r.url) as answer:
+        await p.reload()
+    assert (await answer.value).ok
+    await p.wait_for_timeout(500)  # what the answer renders, rendered
+    await expect(history).to_have_count(0)
+    assert said[0] in str(await listed_for_u1(relay))
     assert await p.evaluate("window.__chat.errors") == []
     assert page.unexpected_errors() == []

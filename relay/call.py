@@ -184,6 +184,7 @@ class Call(CallerReconnect):
             setup_seconds=self.timings.setup_seconds,
             upstream_call_id=self.upstream.call_id,
             transport=self.caller.transport,
+            user_id=policy.user_id if (policy := self.bridge.policy) is not None else None,
         )
 
     def snapshot(self) -> dict[str, Any]:

@@ -11,7 +11,8 @@ forwarded. The backend widens or narrows this per secret with the relay extensio
       "allowed_client_events": ["input_audio_buffer.append", ...],  # replaces the default
       "allowed_server_events": ["*", "-response.function_call_arguments.*"],  # default: all
       "locked_fields": ["instructions", "tools", "audio.output.voice"],  # replaces the default
-      "allowed_client_items": ["message", "function_call_output"]  # default: ["message"]
+      "allowed_client_items": ["message", "function_call_output"],  # default: ["message"]
+      "user_id": "u_123"  # optional: the app's signed-in user (see below)
     }
 
 Event patterns: an exact type, ``prefix.*``, or ``*``; a leading ``-`` excludes (last
@@ -29,11 +30,16 @@ name the ``call_id`` of a function call the model made on this call.
 
 Hiding ``response.function_call_arguments.done`` from the browser also hides the items
 of function calls and their outputs (``conversation.item.*``, ``response.output_item.*``)
-and removes them from ``response.done``: tool calls then reach only the sideband."""
+and removes them from ``response.done``: tool calls then reach only the sideband.
+
+``user_id`` (optional; up to 128 of ``A-Z a-z 0-9 . _ : @ -``) is an opaque name the app
+gives its signed-in user: the call's recording carries it, and a client secret with the
+same ``user_id`` reads that user's past conversations (:mod:`relay.http.conversation_routes`)."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -78,9 +84,12 @@ _POLICY_KEYS = (
     "allowed_server_events",
     "locked_fields",
     "allowed_client_items",
+    "user_id",
 )
 #: The item types a browser may be allowed to add.
 CLIENT_ITEM_TYPES = ("message", "function_call_output")
+#: An app's name for its signed-in user (``relay.user_id``): short and opaque.
+USER_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 
 
 class PolicyDenied(Exception):
@@ -154,6 +163,8 @@ class SessionPolicy:
     #: The minted session: locked fields may be re-sent with these values.
     session: Mapping[str, Any]
     allowed_client_items: tuple[str, ...] = ("message",)
+    #: The app's signed-in user (``relay.user_id``), recorded with the call.
+    user_id: str | None = None
 
     def as_dict(self) -> dict[str, list[str]]:
         return {
@@ -339,12 +350,26 @@ def normalise_relay_field(session: Mapping[str, Any], param: str = "session") ->
                 code="invalid_value",
                 param=f"{where}.allowed_client_items[{index}]",
             )
-    return {
+    full: dict[str, Any] = {
         "allowed_client_events": list(_names(client, f"{where}.allowed_client_events")),
         "allowed_server_events": list(_names(server, f"{where}.allowed_server_events")),
         "locked_fields": list(_names(locked, f"{where}.locked_fields")),
         "allowed_client_items": list(items),
     }
+    if "user_id" in given:
+        full["user_id"] = _user_id(given["user_id"], f"{where}.user_id")
+    return full
+
+
+def _user_id(value: Any, param: str) -> str:
+    if not isinstance(value, str) or not USER_ID.fullmatch(value):
+        raise InvalidRequest(
+            f"Invalid value for '{param}': expected 1 to 128 characters of "
+            "A-Z, a-z, 0-9, '.', '_', ':', '@' and '-'.",
+            code="invalid_value",
+            param=param,
+        )
+    return value
 
 
 def split_policy(session: Mapping[str, Any]) -> tuple[dict[str, Any], SessionPolicy | None]:
@@ -361,5 +386,6 @@ def split_policy(session: Mapping[str, Any]) -> tuple[dict[str, Any], SessionPol
         tuple(full["locked_fields"]),
         rest,
         tuple(full["allowed_client_items"]),
+        full.get("user_id"),
     )
     return rest, policy

@@ -59,6 +59,8 @@ class CallInfo:
     upstream_call_id: str | None = None
     #: What carries the caller's leg (relay.caller.leg.CallerLeg.transport).
     transport: str = "none"
+    #: The app's signed-in user, from the client secret's policy (``relay.user_id``).
+    user_id: str | None = None
 
 
 @dataclass(frozen=True)

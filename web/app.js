@@ -4,12 +4,14 @@
  * Configuration: the host page may set `window.REALTIME_RELAY_CONFIG` (any RealtimeVoiceClient option,
  * e.g. `{tokenUrl: "/my-backend/realtime-token"}`) before this module runs. The demo default uses the
  * relay's own development route `/api/demo/client_secret`. Also: `uiLanguage` ("en", "fr", "es": the
- * page's strings; default: the person's choice, else the browser's languages) and `history: false`
- * (keep no conversation in localStorage). `language` (the transcription language) defaults to the
+ * page's strings; default: the person's choice, else the browser's languages) and `history`: "browser"
+ * (the default: the conversation kept in localStorage), "relay" (the signed-in user's recorded
+ * conversations, read from the relay with a client secret the app's backend minted with
+ * `session.relay.user_id`) or false (none). `language` (the transcription language) defaults to the
  * page's language.
  */
 import { ErrorCode, RealtimeVoiceClient } from "./realtime-client.js";
-import { LocalHistory, contextItem } from "./history.js";
+import { LocalHistory, RelayHistory, contextItem } from "./history.js";
 import { meter, showLevels } from "./levels.js";
 import { LANGUAGES, apply, pickLanguage, saveLanguage, savedLanguage, translator } from "./i18n.js";
 
@@ -63,13 +65,13 @@ let uiLanguage =
 let t = translator(uiLanguage);
 el.language.value = uiLanguage;
 
-const history = config.history === false ? null : new LocalHistory();
+const history = config.history === false ? null : config.history === "relay" ? new RelayHistory() : new LocalHistory();
 const { uiLanguage: _ui, history: _history, ...clientOptions } = config;
 const client = new RealtimeVoiceClient({ ...clientOptions, audioElement: el.audio });
 /** The transcription language: the host page's, else the page's language. */
 const spokenLanguage = () => config.language || uiLanguage;
 /** A handle for debugging and for the browser tests (stats, levels). */
-globalThis.realtimeApp = { client, history };
+globalThis.realtimeApp = { client, history, historyLoaded: null };
 
 // ---- errors --------------------------------------------------------------------------------------
 
@@ -404,6 +406,13 @@ el.composer.addEventListener("submit", (event) => {
 
 setLanguage(uiLanguage);
 findUpstream();
+if (history instanceof RelayHistory) {
+  client.setOptions({ voice: el.voice.value, mode: el.mode.value, language: spokenLanguage() });
+  globalThis.realtimeApp.historyLoaded = history.load(client).then((ok) => {
+    render();
+    return ok;
+  });
+}
 
 if (globalThis.isSecureContext === false) {
   showBanner({

@@ -1,8 +1,10 @@
 /**
  * history.js: the demo page's conversation history, kept across reloads and calls in the browser's
- * localStorage (bounded: the last MAX_MESSAGES settled turns, at most MAX_CHARS of text), and the
- * context a new session gets to continue it.
+ * localStorage (bounded: the last MAX_MESSAGES settled turns, at most MAX_CHARS of text), or read
+ * back from the relay's recordings of a signed-in user (RelayHistory), and the context a new session
+ * gets to continue it.
  */
+import { CallRequests, getCredentials, joinUrl } from "./realtime-session.js";
 
 const KEY = "realtime-relay.history.v1";
 export const MAX_MESSAGES = 200;
@@ -84,6 +86,74 @@ export class LocalHistory {
       this._storage?.removeItem(KEY);
     } catch {
       /* nothing stored */
+    }
+  }
+}
+
+const CLEARED_KEY = "realtime-relay.history.relay-cleared-at";
+/** How many of the user's conversations the relay is asked for (it gives at most 50). */
+export const RELAY_CONVERSATIONS = 20;
+
+/** The relay's `GET /api/conversations`, next to the calls URL it serves. */
+function conversationsUrl(options, callsUrl) {
+  const base = callsUrl.replace(/\/v1\/realtime\/calls\/?$/, "");
+  const route = `/api/conversations?limit=${RELAY_CONVERSATIONS}`;
+  return base !== callsUrl ? base + route : joinUrl(options.baseUrl, route);
+}
+
+/**
+ * The signed-in user's earlier conversations as the relay recorded them: the app's backend mints
+ * the page's client secrets with `session.relay.user_id`, and `load()` reads that user's finished,
+ * recorded calls with a client secret of its own. Nothing is stored in the browser but when the
+ * person last cleared the list (older conversations stay hidden here; the recordings stay).
+ */
+export class RelayHistory extends LocalHistory {
+  _load() {
+    return [];
+  }
+
+  _save() {}
+
+  /** Reads the conversations with a fresh client secret; false (and a console warning) if it could not. */
+  async load(client) {
+    const options = client.options;
+    if (options.mode === "direct") return false;
+    const requests = new CallRequests({ timeoutMs: options.requestTimeoutMs, direct: false });
+    try {
+      const { token, callsUrl } = await getCredentials(options, requests);
+      const url = conversationsUrl(options, callsUrl);
+      const response = await requests.fetch(url, { headers: { Authorization: `Bearer ${token}` } }, "history");
+      const body = await response.json().catch(() => ({}));
+      if (!response.ok) throw new Error(body?.error?.message || `HTTP ${response.status}`);
+      this.earlier = this._turns(Array.isArray(body.data) ? body.data : []);
+      return true;
+    } catch (err) {
+      console.warn("voice page: no history from the relay:", err && err.message);
+      return false;
+    }
+  }
+
+  /** The turns of the conversations (newest first from the relay), oldest first, bounded. */
+  _turns(conversations) {
+    const cleared = Number(this._storage?.getItem(CLEARED_KEY) || 0);
+    const turns = [];
+    for (const c of [...conversations].reverse()) {
+      if (!c || !Array.isArray(c.transcript) || Number(c.started_at || 0) * 1000 <= cleared) continue;
+      c.transcript.forEach((turn, i) => {
+        if (turn && typeof turn.text === "string" && turn.text && ["user", "assistant"].includes(turn.role)) {
+          turns.push({ id: `r_${c.call_id}_${i}`, role: turn.role, text: turn.text, at: Number(turn.t || 0) * 1000 });
+        }
+      });
+    }
+    return bounded(turns, MAX_MESSAGES, MAX_CHARS);
+  }
+
+  clear() {
+    this.earlier = [];
+    try {
+      this._storage?.setItem(CLEARED_KEY, String(Date.now()));
+    } catch {
+      /* not remembered past this page */
     }
   }
 }

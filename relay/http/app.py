@@ -19,6 +19,7 @@ from ..ops.components import DEFAULT_WEB_ROOT, build_ops
 from ..registry import CallRegistry
 from ..shards import SINGLE, ShardClient, ShardLayout
 from ..upstream.openai import OpenAIConnector
+from .conversation_routes import setup_conversation_routes
 from .cors import cors_middleware
 from .drain_routes import setup_drain_routes
 from .errors import bound_slow_clients, error_middleware
@@ -107,6 +108,7 @@ def create_app(
     setup_turn_routes(app)
     setup_shard_routes(app)
     _setup_ops(app, settings)
+    setup_conversation_routes(app)
     setup_drain_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

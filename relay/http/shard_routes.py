@@ -45,7 +45,9 @@ MISSING_NODES_HEADER = "X-Relay-Missing-Nodes"
 GATHERED = ("/metrics", "/api/calls")
 #: GET routes whose answer covers every node of a fleet (``/metrics`` is per node:
 #: Prometheus scrapes each).
-FLEET_GATHERED = ("/api/calls", "/api/recordings")
+FLEET_GATHERED = ("/api/calls", "/api/recordings", "/api/conversations")
+#: Gathered listings that are kept newest first: their default and top ``limit``.
+_NEWEST_FIRST = {"/api/recordings": (100, 1000), "/api/conversations": (20, 50)}
 #: The request headers that carry an operator's token (the WebSocket form works on
 #: plain HTTP too), passed on to the siblings asked for their part.
 _AUTH_HEADERS = ("authorization", "sec-websocket-protocol")
@@ -193,10 +195,14 @@ def _merge_listings(request: web.Request, body: bytes, others: Any) -> dict[str,
     for other in others:
         if isinstance(other, dict) and isinstance(other.get("data"), list):
             data.extend(other["data"])
-    if request.path == "/api/recordings":
+    if request.path in _NEWEST_FIRST:
+        default, top = _NEWEST_FIRST[request.path]
         data.sort(key=lambda m: float(m.get("started_at") or 0.0), reverse=True)
         # the handler checked ?limit= already (each part answered 200)
-        listing["data"] = data[: min(1000, max(1, int(request.query.get("limit", "100"))))]
+        limit = min(top, max(1, int(request.query.get("limit", str(default)))))
+        if len(data) > limit or any(isinstance(o, dict) and o.get("has_more") for o in others):
+            listing["has_more"] = True
+        listing["data"] = data[:limit]
     return listing
 
 

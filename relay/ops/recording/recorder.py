@@ -237,6 +237,7 @@ def _initial_metadata(call: CallInfo, started_at: float) -> dict[str, Any]:
         "model": call.model,
         "outcome": None,
         "user_agent": call.user_agent,
+        "user_id": call.user_id,
         "audio": {
             "file": AUDIO_FILE,
             "format": "wav/pcm_s16le",

@@ -52,6 +52,7 @@ from .config import Settings
 from .errors import RelayError, UpstreamError
 from .events import EventBridge, error_event, transcript_entry
 from .ice.gather import IceSetup
+from .liveness import UPSTREAM_QUIET_SECS, Liveness, Peer
 from .media.denoise import Denoiser
 from .media.downlink import AgentAudio
 from .media.tracks import PacketForwardTrack, UplinkTrack
@@ -60,7 +61,7 @@ from .sdp import offer_sends_audio
 from .stats import media_stats
 from .taps import CallEnd, CallInfo, CallTaps, Leg, SetupResult, TappedEvent, TranscriptEntry
 from .tasks import all_or_nothing
-from .upstream.leg import Upstream, UpstreamLeg, new_upstream_leg
+from .upstream.leg import Upstream, UpstreamLeg, new_upstream_leg, webrtc_upstream_leg
 from .upstream.openai import OpenAIConnector
 from .upstream.rollover import Rollover
 
@@ -68,14 +69,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 U = TypeVar("U")
-#: Agent audio silent this long: check that OpenAI's side still answers ICE checks
-#: (the caller's side is checked after ``media_timeout_secs`` of silence).
-UPSTREAM_QUIET_SECS = 0.4
-#: How long a quiet leg's peer has to answer a connectivity check: the caller may be on
-#: a slow mobile network; OpenAI's side is a data centre away (and a dead one must be
-#: replaced, or the browser told, within 2 s: quiet + a tick + this + recovery).
-PROBE_SECS = 0.7
-UPSTREAM_PROBE_SECS = 0.5
 ERROR_FLUSH_SECS = 0.15
 #: What the browser is told (an ``error`` event) when the call ends on OpenAI's side.
 UPSTREAM_LOST = {
@@ -138,8 +131,7 @@ class Call(CallerReconnect):
             lambda pcm, t: self.taps.audio("agent", pcm, t),
         )
         self._watch_media = False
-        self._probing: set[Leg] = set()
-        self._probed_at: dict[Leg, float] = {"caller": 0.0, "upstream": 0.0}
+        self.liveness = Liveness(self._peer_of, self._leg_gone, self._spawn)
         self._told_caller = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()
@@ -151,17 +143,10 @@ class Call(CallerReconnect):
             self,
             settings,
             dialect=connector.dialect,
-            make_leg=self._upstream_leg,
+            make_leg=lambda on_ended: webrtc_upstream_leg(
+                settings, connector, ice, on_ended=on_ended, on_agent_track=self._on_agent_track
+            ),
             end=self._end_soon,
-        )
-
-    def _upstream_leg(self, on_ended: Callable[[str], None]) -> UpstreamLeg:
-        return UpstreamLeg(
-            connector=self._connector,
-            ice=self._ice.upstream_plan(),
-            ice_timeout_secs=self._settings.ice_timeout_secs,
-            on_ended=on_ended,
-            on_agent_track=self._on_agent_track,
         )
 
     def replace_upstream(self, leg: UpstreamLeg, uplink: UplinkTrack) -> UplinkTrack:
@@ -320,35 +305,23 @@ class Call(CallerReconnect):
             return
         self.rollover.tick(now)
         self.upstream.decode_agent(self.taps.wants_agent_audio())
-        self._check_alive("upstream", self.agent_audio.last_packet_at, UPSTREAM_QUIET_SECS, now)
+        self.liveness.check("upstream", self.agent_audio.last_packet_at, UPSTREAM_QUIET_SECS, now)
         if self._watch_media and not self.grace.waiting:
             heard = self.caller_audio.last_frame_at or self.timings.setup_started
-            self._check_alive("caller", heard, self._settings.media_timeout_secs, now)
+            self.liveness.check("caller", heard, self._settings.media_timeout_secs, now)
 
-    def _check_alive(self, leg: Leg, last_heard: float, quiet_secs: float, now: float) -> None:
-        if leg in self._probing or now - max(last_heard, self._probed_at[leg]) <= quiet_secs:
+    def _peer_of(self, leg: Leg) -> Peer:
+        return self.caller if leg == "caller" else self.upstream
+
+    def _leg_gone(self, leg: Leg) -> None:
+        """A quiet leg whose peer stopped answering: gone (see :mod:`relay.liveness`)."""
+        if self.state != "active":
             return
-        self._probing.add(leg)
-        self._probed_at[leg] = now
-        self._spawn(self._probe(leg))
-
-    async def _probe(self, leg: Leg) -> None:
-        """A leg went quiet: if its peer's ICE agent does not answer either, it is gone;
-        end the call now instead of at ICE consent expiry (~30 s)."""
-        try:
-            if leg == "caller":
-                alive = await self.caller.answers(PROBE_SECS)
-            else:  # a leg swapped out meanwhile (a rollover) is not the call's to judge
-                upstream = self.upstream
-                alive = await upstream.answers(UPSTREAM_PROBE_SECS) or upstream is not self.upstream
-        finally:
-            self._probing.discard(leg)
-        if not alive and self.state == "active":
-            self._log.warning("call %s: the %s leg went quiet and stopped answering", self.id, leg)
-            if leg == "upstream":
-                self._end_soon("upstream_failed")
-            else:
-                self._caller_ended(self._leg_number, "caller_media_timeout")
+        self._log.warning("call %s: the %s leg went quiet and stopped answering", self.id, leg)
+        if leg == "upstream":
+            self._end_soon("upstream_failed")
+        else:
+            self._caller_ended(self._leg_number, "caller_media_timeout")
 
     async def publish_stats(self) -> None:
         """getStats of both legs and the audio counters, to the observers."""

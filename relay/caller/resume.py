@@ -30,8 +30,9 @@ from typing import Any
 from ..errors import NotFound
 from ..events import EventBridge
 from ..ice.gather import IceSetup
+from ..liveness import Liveness
 from ..media.uplink import CallerAudio
-from ..taps import CallTaps, Leg, TappedEvent
+from ..taps import CallTaps, TappedEvent
 from .leg import CallerLeg
 from .webrtc import WebRtcCallerLeg
 
@@ -134,7 +135,7 @@ class CallerReconnect:
     _leg_number: int
     _retired: list[CallerLeg]
     _resuming: asyncio.Lock
-    _probed_at: dict[Leg, float]
+    liveness: Liveness
     _log: logging.LoggerAdapter[logging.Logger]
 
     def _end_soon(self, outcome: str) -> None:
@@ -188,7 +189,7 @@ class CallerReconnect:
                 await new.close()
                 raise
             self.caller = new
-            self._probed_at["caller"] = time.monotonic()
+            self.liveness.heard("caller", time.monotonic())  # a new leg: its quiet starts now
             self.taps.event(self.grace.resumed(new.transport))
             self._log.info("call %s: caller resumed", self.id)
             return answer

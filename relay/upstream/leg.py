@@ -147,6 +147,20 @@ def new_upstream_leg(
         return WebSocketUpstreamLeg(
             connector=connector, timeout_secs=settings.upstream_timeout_secs, on_ended=on_ended
         )
+    return webrtc_upstream_leg(
+        settings, connector, ice, on_ended=on_ended, on_agent_track=on_agent_track
+    )
+
+
+def webrtc_upstream_leg(
+    settings: Settings,
+    connector: OpenAIConnector,
+    ice: IceSetup,
+    *,
+    on_ended: Callable[[str], None],
+    on_agent_track: Callable[[MediaStreamTrack], None],
+) -> UpstreamLeg:
+    """A WebRTC leg (the default; also every session a rollover opens)."""
     return UpstreamLeg(
         connector=connector,
         ice=ice.upstream_plan(),
